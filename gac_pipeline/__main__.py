@@ -1,0 +1,3 @@
+from gac_pipeline.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,237 @@
+"""Pair folders (S1GRD.tif + S2L2A.tif) as the project's dataset.
+
+A dataset is any folder whose subfolders, at any depth, hold ``S1GRD.tif`` and usually
+``S2L2A.tif`` (folders with only the SAR scene are inference-only). An optional ``index.csv``
+at the top joins metadata to each folder through its ``pair`` column: ``split``, ``country``,
+``s2_date`` / ``s1_date``, ``clear_land``, ``source``.
+
+The biome given to the models is derived from the country, a coarse proxy: a country can
+span several biomes, and a pair without a known country gets "unknown".
+"""
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Callable
+
+import torch
+from torch.utils.data import Dataset
+
+from gac_pipeline.io import acquisition_month, parse_month, read_s1, read_s2
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "bigearthnet"
+
+S1_FILE = "S1GRD.tif"
+S2_FILE = "S2L2A.tif"
+INDEX_FILE = "index.csv"
+
+# Index 0 is "unknown": conditioning embeddings use it when nothing is known.
+BIOMES = (
+    "unknown",
+    "boreal",
+    "temperate_oceanic",
+    "temperate_continental",
+    "alpine",
+    "mediterranean",
+)
+
+# BigEarthNet countries; a country-level proxy for the biome, not a land-cover map.
+COUNTRY_TO_BIOME = {
+    "Finland": "boreal",
+    "Lithuania": "temperate_continental",
+    "Austria": "alpine",
+    "Switzerland": "alpine",
+    "Portugal": "mediterranean",
+    "Ireland": "temperate_oceanic",
+    "Belgium": "temperate_oceanic",
+    "Luxembourg": "temperate_oceanic",
+    "Serbia": "temperate_continental",
+    "Kosovo": "temperate_continental",
+}
+
+SPLITS = ("train", "validation", "test")
+_SPLIT_ALIASES = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
+
+
+def biome_index(name: str | None) -> int:
+    """Index of a biome in ``BIOMES``.
+
+    Args:
+        name: biome name, or None for unknown.
+
+    Returns:
+        0 for None or "unknown", else the biome's position in ``BIOMES``.
+
+    Raises:
+        ValueError: the name is not a biome.
+    """
+    if name is None:
+        return 0
+    if name not in BIOMES:
+        raise ValueError(f"unknown biome {name!r}; expected one of {', '.join(BIOMES)}")
+    return BIOMES.index(name)
+
+
+def normalise_split(split: str | None) -> str | None:
+    """Map "val" and "validation" to "validation"; "" and None to None.
+
+    Raises:
+        ValueError: the split is not train, val/validation or test.
+    """
+    if split is None or not split.strip():
+        return None
+    key = split.strip().lower()
+    if key not in _SPLIT_ALIASES:
+        raise ValueError(f"unknown split {split!r}; expected train, validation (or val) or test")
+    return _SPLIT_ALIASES[key]
+
+
+@dataclass
+class PairInfo:
+    """One pair folder and what the index says about it.
+
+    Attributes:
+        name: folder name (the index's ``pair`` key).
+        directory: the folder.
+        s1_path: its ``S1GRD.tif``.
+        s2_path: its ``S2L2A.tif``, None for an inference-only folder.
+        split: "train", "validation", "test", or None when the folder has no split.
+        month: acquisition month 1..12 (``s2_date``, else ``s1_date``, else the folder name).
+        biome: biome derived from the country, "unknown" if there is none.
+        clear_land: the index's cloud/snow/water-free flag, None if unknown.
+        source: the index's ``source`` column (e.g. "BENv2"), None if unknown.
+    """
+
+    name: str
+    directory: Path
+    s1_path: Path
+    s2_path: Path | None
+    split: str | None = None
+    month: int | None = None
+    biome: str = "unknown"
+    clear_land: bool | None = None
+    source: str | None = None
+
+
+def _read_index(root: Path) -> dict[str, dict[str, str]]:
+    path = root / INDEX_FILE
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as file:
+        return {row["pair"]: row for row in csv.DictReader(file) if row.get("pair")}
+
+
+def _flag(text: str | None) -> bool | None:
+    value = (text or "").strip().lower()
+    return {"true": True, "1": True, "false": False, "0": False}.get(value)
+
+
+def _pair_info(directory: Path, row: dict[str, str]) -> PairInfo:
+    month = parse_month(row.get("s2_date")) or parse_month(row.get("s1_date"))
+    country = (row.get("country") or "").strip()
+    s2_path = directory / S2_FILE
+    return PairInfo(
+        name=directory.name,
+        directory=directory,
+        s1_path=directory / S1_FILE,
+        s2_path=s2_path if s2_path.is_file() else None,
+        split=normalise_split(row.get("split")),
+        month=month or acquisition_month(directory, None),
+        biome=COUNTRY_TO_BIOME.get(country, "unknown"),
+        clear_land=_flag(row.get("clear_land")),
+        source=row.get("source") or None,
+    )
+
+
+def list_pairs(
+    root: str | Path = DEFAULT_DATA_DIR, split: str | None = None, *, clear_only: bool = False
+) -> list[PairInfo]:
+    """All pair folders under ``root``, joined with ``root/index.csv`` when there is one.
+
+    Args:
+        root: dataset folder; pair folders may sit at any depth (e.g. ``root/benv1/<pair>``).
+        split: None for every pair, or "train", "validation" ("val" accepted) or "test" for
+            the pairs the index puts in that split. Pairs without a split never match one;
+            use :func:`evaluation_pairs` to evaluate on a folder that may have no splits.
+        clear_only: keep only pairs the index marks ``clear_land``.
+
+    Returns:
+        The pairs, sorted by name (then folder) for determinism.
+    """
+    root = Path(root)
+    wanted = normalise_split(split)
+    index = _read_index(root)
+    pairs = []
+    for s1_path in root.rglob(S1_FILE):
+        directory = s1_path.parent
+        info = _pair_info(directory, index.get(directory.name, {}))
+        if wanted is not None and info.split != wanted:
+            continue
+        if clear_only and info.clear_land is not True:
+            continue
+        pairs.append(info)
+    return sorted(pairs, key=lambda info: (info.name, str(info.directory)))
+
+
+def evaluation_pairs(root: str | Path = DEFAULT_DATA_DIR) -> list[PairInfo]:
+    """The pairs to evaluate on: the test split, or every pair when the folder has no splits.
+
+    Args:
+        root: dataset folder.
+
+    Returns:
+        Pairs whose split is "test" if any pair has a split, else all pairs.
+    """
+    pairs = list_pairs(root)
+    if any(info.split is not None for info in pairs):
+        return [info for info in pairs if info.split == "test"]
+    return pairs
+
+
+class PairDataset(Dataset):
+    """Reads pairs as tensors for training and evaluation.
+
+    Each item is a dict: ``s1`` float32 (2, H, W) VV, VH in dB; ``s2`` float32 (12, H, W)
+    digital numbers; ``month`` int (1..12, 0 when unknown); ``biome`` int (index into
+    ``BIOMES``); ``name`` str. An optional ``transform`` is applied to the dict.
+    """
+
+    def __init__(
+        self,
+        pairs: list[PairInfo],
+        transform: Callable[[dict], dict] | None = None,
+        *,
+        sar_units: str | None = None,
+    ):
+        """Build the dataset.
+
+        Args:
+            pairs: pairs from :func:`list_pairs`; each needs an ``S2L2A.tif``.
+            transform: optional callable applied to each item dict.
+            sar_units: passed to :func:`gac_pipeline.io.read_s1` ("db", "linear" or None).
+
+        Raises:
+            ValueError: a pair has no ``S2L2A.tif``.
+        """
+        missing = [info.name for info in pairs if info.s2_path is None]
+        if missing:
+            raise ValueError(f"pairs without {S2_FILE}: {', '.join(missing[:5])}")
+        self.pairs = list(pairs)
+        self.transform = transform
+        self.sar_units = sar_units
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        info = self.pairs[index]
+        s1 = read_s1(info.s1_path, units=self.sar_units)
+        s2 = read_s2(info.s2_path)
+        item = {
+            "s1": torch.from_numpy(s1.data),
+            "s2": torch.from_numpy(s2.data),
+            "month": info.month or s1.month or 0,
+            "biome": biome_index(info.biome),
+            "name": info.name,
+        }
+        return self.transform(item) if self.transform is not None else item

@@ -1,0 +1,456 @@
+"""Scores for generated Sentinel-2 L2A tiles: PSNR, SSIM, SAM, LPIPS and SAR-edge agreement.
+
+Conventions (see DESIGN.md, "Metric conventions"):
+
+- Inputs are numpy arrays or torch tensors of Sentinel-2 L2A digital numbers (DN) in
+  ``S2L2A_BANDS`` order, shape ``(12, H, W)`` or a batch ``(B, 12, H, W)``.
+- Reflectance = ``clip(DN, 0, 10000) / 10000``; every score uses data range 1.
+- ``bands`` defaults to the four 10 m bands (B02, B03, B04, B08); ``None`` or ``"all"``
+  selects all 12 bands.
+- Scores are plain Python floats. PSNR of identical images is ``float("inf")`` and a score
+  with nothing to average is ``nan``; ``to_json_safe`` turns both into strings for JSON.
+"""
+
+import importlib.util
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+from gac_pipeline.bands import (
+    METRIC_BAND_INDICES,
+    REFLECTANCE_SCALE,
+    RGB_BAND_INDICES,
+    S2L2A_BANDS,
+)
+
+ArrayLike = np.ndarray | torch.Tensor
+Bands = Sequence[int] | str | None
+
+# Wang et al. (2004) SSIM settings.
+SSIM_KERNEL_SIZE = 11
+SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+# SAR-edge agreement settings.
+SAR_MEDIAN_SIZE = 5
+EDGE_BORDER = 3
+LUMINANCE_WEIGHTS = (0.2126, 0.7152, 0.0722)  # Rec. 709, applied to R, G, B in that order
+
+# LPIPS input: reflectance 0..0.3 (DN 0..3000) mapped to [-1, 1].
+LPIPS_STRETCH_MAX = 0.3
+ALEXNET_WEIGHTS_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's IMAGENET1K_V1 file name
+
+# Built LPIPS models keyed by (trunk weights path, linear weights path).
+_LPIPS_MODELS: dict[tuple[str, str], torch.nn.Module] = {}
+
+
+def psnr(
+    pred: ArrayLike,
+    target: ArrayLike,
+    bands: Bands = METRIC_BAND_INDICES,
+    valid_mask: ArrayLike | None = None,
+) -> float:
+    """Peak signal-to-noise ratio in dB on reflectance (data range 1).
+
+    One mean squared error is pooled over the chosen bands, the valid pixels and the batch,
+    so a batch gives one PSNR, not a mean of per-tile PSNRs.
+
+    Args:
+        pred: Predicted DN, ``(12, H, W)`` or ``(B, 12, H, W)``.
+        target: Reference DN, same shape as ``pred``.
+        bands: Band indices into ``S2L2A_BANDS``; ``None`` or ``"all"`` for all 12.
+        valid_mask: Optional ``(H, W)`` or ``(B, H, W)`` bool array; False pixels are ignored.
+
+    Returns:
+        PSNR in dB; ``inf`` when the chosen bands are identical after clipping, ``nan`` when
+        no pixel is valid.
+    """
+    pred_r, target_r = _reflectance_pair(pred, target, bands)
+    squared_error = ((pred_r - target_r) ** 2).mean(axis=1)  # every pixel has the same band count
+    valid = _valid_pixels(valid_mask, squared_error.shape)
+    if not valid.any():
+        return float("nan")
+    mse = float(squared_error[valid].mean())
+    if mse == 0.0:
+        return float("inf")
+    return 10.0 * math.log10(1.0 / mse)
+
+
+def ssim(pred: ArrayLike, target: ArrayLike, bands: Bands = METRIC_BAND_INDICES) -> float:
+    """Structural similarity, computed per band and averaged over bands (and the batch).
+
+    Each band is treated as its own single-channel image, with the Wang et al. settings:
+    Gaussian window 11 x 11, sigma 1.5, K1 0.01, K2 0.03, data range 1. The computation is
+    torchmetrics' ``structural_similarity_index_measure``, which reflect-pads the image by
+    half a window and averages the SSIM map over all H x W pixels (MATLAB and scikit-image
+    instead average only the interior whose windows fit; the numbers differ slightly near
+    borders). There is no ``valid_mask``: SSIM needs whole windows, so it always uses the
+    full image. Images must be at least 11 px on each side.
+
+    Args:
+        pred: Predicted DN, ``(12, H, W)`` or ``(B, 12, H, W)``.
+        target: Reference DN, same shape as ``pred``.
+        bands: Band indices into ``S2L2A_BANDS``; ``None`` or ``"all"`` for all 12.
+
+    Returns:
+        Mean SSIM; 1.0 for identical images.
+    """
+    pred_r, target_r = _reflectance_pair(pred, target, bands)
+    # (B, C, H, W) -> (B*C, 1, H, W): a band never mixes with another band. float32 because
+    # float64 convolutions are several times slower on CPU, for differences of ~1e-6.
+    height, width = pred_r.shape[-2:]
+    score = structural_similarity_index_measure(
+        torch.from_numpy(pred_r.reshape(-1, 1, height, width)).float(),
+        torch.from_numpy(target_r.reshape(-1, 1, height, width)).float(),
+        gaussian_kernel=True,
+        sigma=SSIM_SIGMA,
+        kernel_size=SSIM_KERNEL_SIZE,
+        data_range=1.0,
+        k1=SSIM_K1,
+        k2=SSIM_K2,
+        reduction="elementwise_mean",
+    )
+    return float(score)
+
+
+def sam_deg(
+    pred: ArrayLike,
+    target: ArrayLike,
+    bands: Bands = METRIC_BAND_INDICES,
+    valid_mask: ArrayLike | None = None,
+) -> float:
+    """Mean spectral angle in degrees between predicted and reference pixel spectra.
+
+    Per pixel, the angle between the reflectance vectors p and t of the chosen bands is
+    ``arccos(p . t / (|p| |t|))``. It is computed in the equivalent, numerically stable form
+    ``2 atan2(|u - v|, |u + v|)`` with unit vectors u, v: arccos loses half its digits near
+    cosine 1, so identical tiles would score ~2e-7 degrees instead of 0. Reflectance is never
+    negative, so angles lie in [0, 90]. Zero vectors have no direction: a pixel where both
+    vectors are zero counts as 0 degrees (they agree), one where only one is zero counts as
+    90 degrees (nothing in common, the largest possible angle here); the formula gives both
+    when a zero vector's unit vector is taken as zero.
+
+    Args:
+        pred: Predicted DN, ``(12, H, W)`` or ``(B, 12, H, W)``.
+        target: Reference DN, same shape as ``pred``.
+        bands: Band indices into ``S2L2A_BANDS``; ``None`` or ``"all"`` for all 12.
+        valid_mask: Optional ``(H, W)`` or ``(B, H, W)`` bool array; False pixels are ignored.
+
+    Returns:
+        Mean angle over valid pixels (and the batch) in degrees; 0 for identical images,
+        ``nan`` when no pixel is valid.
+    """
+    pred_r, target_r = _reflectance_pair(pred, target, bands)
+    u, v = _unit_vectors(pred_r), _unit_vectors(target_r)
+    norm = np.linalg.norm
+    angle = np.degrees(2.0 * np.arctan2(norm(u - v, axis=1), norm(u + v, axis=1)))
+    valid = _valid_pixels(valid_mask, angle.shape)
+    if not valid.any():
+        return float("nan")
+    return float(angle[valid].mean())
+
+
+def sar_edge_agreement(optical_dn: ArrayLike, s1_db: ArrayLike) -> float:
+    """How well edges in an optical tile line up with edges in the SAR tile it came from.
+
+    Reference-free, so it scores a prediction without ground truth; computed for the real
+    optical tile it gives the ceiling to compare predictions against. Definition:
+
+    1. SAR image: mean of VV and VH in dB (the geometric mean of the two backscatter
+       powers), non-finite pixels replaced by the median of the finite ones, then a 5 x 5
+       median filter (reflect borders) to suppress speckle, which would otherwise dominate
+       the gradients.
+    2. Optical image: luminance ``Y = 0.2126 R + 0.7152 G + 0.0722 B`` on reflectance with
+       R = B04, G = B03, B = B02 (``RGB_BAND_INDICES``).
+    3. Sobel gradient magnitude ``hypot(d/dy, d/dx)`` of each image.
+    4. Pearson correlation of the two gradient-magnitude maps over the interior pixels
+       (a 3 px border is left out, where the filters see padded values).
+
+    Args:
+        optical_dn: One optical tile, S2L2A DN of shape ``(12, H, W)``.
+        s1_db: The matching SAR tile, VV and VH backscatter in dB, shape ``(2, H, W)``.
+
+    Returns:
+        Correlation in [-1, 1]; higher means optical edges sit where SAR edges are. ``nan``
+        when either gradient map is constant over the interior (no edges to compare) or
+        the SAR tile has no finite pixel.
+
+    Raises:
+        ValueError: If the shapes do not match the above.
+    """
+    optical = _reflectance(optical_dn, RGB_BAND_INDICES)  # (B, 3, H, W) in R, G, B order
+    if optical.shape[0] != 1:
+        raise ValueError(f"sar_edge_agreement takes one tile (12, H, W), got {optical.shape[0]}")
+    red, green, blue = optical[0]
+    w_red, w_green, w_blue = LUMINANCE_WEIGHTS
+    luminance = w_red * red + w_green * green + w_blue * blue
+
+    sar = _as_float64(s1_db)
+    if sar.shape != (2, *luminance.shape):
+        height, width = luminance.shape
+        raise ValueError(f"expected S1GRD dB of shape (2, {height}, {width}), got {sar.shape}")
+    sar = sar.mean(axis=0)
+    finite = np.isfinite(sar)
+    if not finite.any():
+        return float("nan")
+    sar = np.where(finite, sar, np.median(sar[finite]))
+    sar = ndimage.median_filter(sar, size=SAR_MEDIAN_SIZE, mode="reflect")
+
+    interior = (slice(EDGE_BORDER, -EDGE_BORDER), slice(EDGE_BORDER, -EDGE_BORDER))
+    return _pearson(_sobel_magnitude(luminance)[interior], _sobel_magnitude(sar)[interior])
+
+
+def lpips_available() -> tuple[bool, str | None]:
+    """Cheap check (file lookups, no import of lpips) whether LPIPS can be computed offline.
+
+    LPIPS needs torchvision's ImageNet AlexNet weights in the torch hub cache
+    (``torch.hub.get_dir()/checkpoints/alexnet-owt-7be5be79.pth``) and the lpips package's
+    own linear-layer weights (``lpips/weights/v0.1/alex.pth``). Nothing is ever downloaded.
+
+    Returns:
+        ``(True, None)`` when both files exist, else ``(False, reason)``.
+    """
+    spec = importlib.util.find_spec("lpips")
+    if spec is None or not spec.submodule_search_locations:
+        return False, "LPIPS needs the lpips package, which is not installed"
+    for path in _lpips_weight_paths():
+        if not path.is_file():
+            return False, f"LPIPS needs AlexNet weights at {path}, not found (offline)"
+    return True, None
+
+
+def lpips_score(pred: ArrayLike, target: ArrayLike) -> tuple[float | None, str | None]:
+    """LPIPS distance (AlexNet, v0.1) between the RGB composites of two tiles.
+
+    RGB is B04, B03, B02 with a fixed stretch, the same for every tile so scores compare
+    across tiles: ``clip(reflectance / 0.3, 0, 1) * 2 - 1``, i.e. DN 0..3000 mapped to
+    [-1, 1], the range LPIPS expects. The model is built once and cached.
+
+    Args:
+        pred: Predicted DN, ``(12, H, W)`` or ``(B, 12, H, W)``.
+        target: Reference DN, same shape as ``pred``.
+
+    Returns:
+        ``(distance, None)`` with the mean distance over the batch (0 = identical), or
+        ``(None, reason)`` when the weights are not available. No value is ever made up.
+    """
+    available, reason = lpips_available()
+    if not available:
+        return None, reason
+    pred_r, target_r = _reflectance_pair(pred, target, RGB_BAND_INDICES)
+    model = _lpips_model(*_lpips_weight_paths())
+    with torch.no_grad():
+        distance = model(_lpips_rgb(pred_r), _lpips_rgb(target_r))
+    return float(distance.mean()), None
+
+
+def compute_metrics(
+    pred_dn: ArrayLike,
+    s1_db: ArrayLike,
+    target_dn: ArrayLike | None = None,
+    *,
+    valid_mask: ArrayLike | None = None,
+    with_lpips: bool = True,
+) -> dict[str, Any]:
+    """All scores for one predicted tile.
+
+    Args:
+        pred_dn: Predicted S2L2A DN, ``(12, H, W)``.
+        s1_db: The input SAR tile, VV and VH in dB, ``(2, H, W)``.
+        target_dn: Real S2L2A DN, ``(12, H, W)``, or None when there is no ground truth.
+        valid_mask: Optional ``(H, W)`` bool array; PSNR and SAM ignore False pixels, SSIM,
+            LPIPS and the SAR-edge score use the full image.
+        with_lpips: Whether to try LPIPS (it builds AlexNet on the first call).
+
+    Returns:
+        A dict with always the same keys:
+        ``psnr``, ``ssim``, ``sam_deg`` (4 bands B02, B03, B04, B08), ``lpips``,
+        ``lpips_reason`` (why ``lpips`` is None, else None), ``sar_edge`` (always computed)
+        and ``psnr_12``, ``ssim_12``, ``sam_deg_12`` (all 12 bands). Target-based scores are
+        None without a target. Values are floats (possibly inf/nan) or None: pass the dict
+        through ``to_json_safe`` before ``json.dumps``.
+    """
+    metrics: dict[str, Any] = {
+        "psnr": None,
+        "ssim": None,
+        "sam_deg": None,
+        "lpips": None,
+        "lpips_reason": None,
+        "sar_edge": sar_edge_agreement(pred_dn, s1_db),
+        "psnr_12": None,
+        "ssim_12": None,
+        "sam_deg_12": None,
+    }
+    if target_dn is None:
+        metrics["lpips_reason"] = "no target to compare with"
+        return metrics
+    for suffix, bands in (("", METRIC_BAND_INDICES), ("_12", None)):
+        metrics[f"psnr{suffix}"] = psnr(pred_dn, target_dn, bands=bands, valid_mask=valid_mask)
+        metrics[f"ssim{suffix}"] = ssim(pred_dn, target_dn, bands=bands)
+        metrics[f"sam_deg{suffix}"] = sam_deg(
+            pred_dn, target_dn, bands=bands, valid_mask=valid_mask
+        )
+    if with_lpips:
+        metrics["lpips"], metrics["lpips_reason"] = lpips_score(pred_dn, target_dn)
+    else:
+        metrics["lpips_reason"] = "LPIPS not requested"
+    return metrics
+
+
+def to_json_safe(value: Any) -> Any:
+    """Make metric results serialisable with ``json.dumps(..., allow_nan=False)``.
+
+    Non-finite floats become the strings ``"inf"``, ``"-inf"`` and ``"nan"``; numpy scalars
+    and arrays and torch tensors become Python numbers and lists. Dicts, lists and tuples
+    are converted recursively (tuples become lists); anything else is returned unchanged.
+
+    Args:
+        value: A metrics dict or any nested value in it.
+
+    Returns:
+        The converted value.
+    """
+    if isinstance(value, dict):
+        return {str(key): to_json_safe(item) for key, item in value.items()}
+    if isinstance(value, (np.ndarray, np.generic, torch.Tensor)):
+        return to_json_safe(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [to_json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value):
+            return "nan"
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+def _band_indices(bands: Bands) -> list[int]:
+    if bands is None or bands == "all":
+        return list(range(len(S2L2A_BANDS)))
+    if isinstance(bands, str):
+        raise ValueError(f"bands must be band indices, None or 'all', got {bands!r}")
+    return [int(band) for band in bands]
+
+
+def _as_float64(array: ArrayLike) -> np.ndarray:
+    # numpy, not torch: float64 torch ops on 2 busy cores were 10-100x slower here.
+    if isinstance(array, torch.Tensor):
+        # Cast in torch first: numpy has no bfloat16.
+        return array.detach().to(device="cpu", dtype=torch.float64).numpy()
+    return np.asarray(array, dtype=np.float64)
+
+
+def _reflectance(dn: ArrayLike, bands: Bands) -> np.ndarray:
+    """DN -> float64 reflectance of the chosen bands, always batched ``(B, C, H, W)``."""
+    values = _as_float64(dn)
+    if values.ndim == 3:
+        values = values[np.newaxis]
+    if values.ndim != 4 or values.shape[1] != len(S2L2A_BANDS):
+        raise ValueError(
+            f"expected S2L2A DN of shape (12, H, W) or (B, 12, H, W), got {values.shape}"
+        )
+    return np.clip(values[:, _band_indices(bands)], 0.0, REFLECTANCE_SCALE) / REFLECTANCE_SCALE
+
+
+def _reflectance_pair(
+    pred: ArrayLike, target: ArrayLike, bands: Bands
+) -> tuple[np.ndarray, np.ndarray]:
+    pred_r, target_r = _reflectance(pred, bands), _reflectance(target, bands)
+    if pred_r.shape != target_r.shape:
+        raise ValueError(f"pred and target shapes differ: {pred_r.shape} vs {target_r.shape}")
+    return pred_r, target_r
+
+
+def _valid_pixels(valid_mask: ArrayLike | None, shape: tuple[int, ...]) -> np.ndarray:
+    """A bool mask of ``shape`` (B, H, W); an (H, W) mask applies to every tile of the batch."""
+    if valid_mask is None:
+        return np.ones(shape, dtype=bool)
+    if isinstance(valid_mask, torch.Tensor):
+        valid_mask = valid_mask.detach().cpu().bool().numpy()
+    mask = np.asarray(valid_mask, dtype=bool)
+    if mask.shape[-2:] != shape[-2:]:
+        raise ValueError(
+            f"valid_mask shape {mask.shape} does not match images of {shape[-2:]} px"
+        )
+    return np.broadcast_to(mask, shape)
+
+
+def _unit_vectors(spectra: np.ndarray) -> np.ndarray:
+    """Spectra (B, C, H, W) scaled to unit length along C; zero spectra stay zero."""
+    norm = np.linalg.norm(spectra, axis=1, keepdims=True)
+    return np.divide(spectra, norm, out=np.zeros_like(spectra), where=norm > 0)
+
+
+def _sobel_magnitude(image: np.ndarray) -> np.ndarray:
+    return np.hypot(ndimage.sobel(image, axis=0), ndimage.sobel(image, axis=1))
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    # Exact constancy check first: centring a constant map can leave rounding noise.
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    a = a - a.mean()
+    b = b - b.mean()
+    r = float((a * b).sum() / math.sqrt(float((a * a).sum()) * float((b * b).sum())))
+    return min(1.0, max(-1.0, r))
+
+
+def _lpips_weight_paths() -> tuple[Path, Path]:
+    """(torchvision AlexNet weights in the hub cache, lpips' own linear weights)."""
+    trunk = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_WEIGHTS_FILE
+    spec = importlib.util.find_spec("lpips")
+    package_dir = Path("lpips")  # only reached in messages when lpips is not installed
+    if spec is not None and spec.submodule_search_locations:
+        package_dir = Path(list(spec.submodule_search_locations)[0])
+    return trunk, package_dir / "weights" / "v0.1" / "alex.pth"
+
+
+def _lpips_model(trunk_path: Path, linear_path: Path) -> torch.nn.Module:
+    key = (str(trunk_path), str(linear_path))
+    if key not in _LPIPS_MODELS:
+        _LPIPS_MODELS[key] = _build_lpips(trunk_path, linear_path)
+    return _LPIPS_MODELS[key]
+
+
+def _build_lpips(trunk_path: Path, linear_path: Path) -> torch.nn.Module:
+    """Build LPIPS from local files only: lpips' own loaders would fetch AlexNet from the web."""
+    import lpips  # imported here: it imports torchvision, which needs gac_pipeline's op fix first
+
+    with warnings.catch_warnings():
+        # lpips still passes torchvision's deprecated pretrained= argument.
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, verbose=False)
+
+    # The trunk keeps torchvision's layer indices as child names (slice2 holds "2", "3", "4").
+    alexnet = torch.load(trunk_path, map_location="cpu", weights_only=True)
+    trunk = model.net
+    for trunk_slice in (trunk.slice1, trunk.slice2, trunk.slice3, trunk.slice4, trunk.slice5):
+        for index, layer in trunk_slice.named_children():
+            prefix = f"features.{index}."
+            layer_state = {
+                key.removeprefix(prefix): value
+                for key, value in alexnet.items()
+                if key.startswith(prefix)
+            }
+            layer.load_state_dict(layer_state)
+
+    # The file holds only lin0..lin4; the lins.* entries alias the same parameters.
+    linear = torch.load(linear_path, map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(linear, strict=False)
+    missing_linear = [name for name in missing if name.startswith("lin") and "lins." not in name]
+    if unexpected or missing_linear:
+        raise ValueError(f"{linear_path} does not hold LPIPS AlexNet linear weights")
+    model.eval().requires_grad_(False)
+    return model
+
+
+def _lpips_rgb(rgb_reflectance: np.ndarray) -> torch.Tensor:
+    stretched = np.clip(rgb_reflectance / LPIPS_STRETCH_MAX, 0.0, 1.0) * 2.0 - 1.0
+    return torch.from_numpy(stretched).float()

@@ -1,0 +1,212 @@
+"""GACPipeline: SAR -> opt_v1 -> opt_v2 -> opt_v3, readable top to bottom.
+
+    s1 (VV, VH dB) --pad to x16--> stage 1 --> opt_v1 --> stage 2 (+month, biome) --> opt_v2
+                                   stage 3 (s1, opt_v2) --> opt_v3 --crop the same pixels back-->
+
+Scenes larger than one tile run window by window with overlapping, smoothly blended windows;
+``translate_file`` streams windows from and to disk so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from gac_pipeline import hub
+from gac_pipeline.configs import PipelineConfig
+from gac_pipeline.data import biome_index
+from gac_pipeline.io import OpticalWriter, SarSource
+from gac_pipeline.outputs import STAGE_NAMES, PipelineOutput
+from gac_pipeline.stages.base import CheckpointError
+from gac_pipeline.stages.stage1_terramind import Stage1TerraMind
+from gac_pipeline.stages.stage2_prithvi import Stage2Prithvi
+from gac_pipeline.stages.stage3_grounding import Stage3Grounding
+from gac_pipeline.stages.terramind_common import seed_everything
+from gac_pipeline.tiling import crop_pads, pad_to_multiple, tiled_apply, tiled_apply_array
+
+ALL_STAGES = ("1", "2", "3")
+STAGE_DIRS = {"1": "stage1", "2": "stage2", "3": "stage3"}
+
+
+class GACPipeline(nn.Module):
+    """The three stages, injected; ``from_pretrained`` builds them from a checkpoint folder.
+
+    Args:
+        stage1: SAR -> opt_v1.
+        stage2: opt_v1 -> opt_v2.
+        stage3: (SAR, opt_v2) -> opt_v3.
+        config: Name, description, tiling and provenance.
+    """
+
+    def __init__(self, stage1: Stage1TerraMind, stage2: Stage2Prithvi, stage3: Stage3Grounding,
+                 config: PipelineConfig | None = None):
+        super().__init__()
+        self.stage1, self.stage2, self.stage3 = stage1, stage2, stage3
+        self.config = config or PipelineConfig()
+        self.eval()
+
+    @property
+    def label(self) -> str:
+        """How the pipeline is shown to users, always saying whether it is trained."""
+        state = "trained" if self.config.trained else "UNTRAINED (random weights)"
+        return f"{self.config.name}: {self.config.description or 'no description'} [{state}]"
+
+    # ----------------------------------------------------------------------------- one tile
+    @torch.no_grad()
+    def __call__(self, s1_db: np.ndarray | torch.Tensor, *, month: int | None = None,
+                 biome: str | int | None = None, seed: int = 0, stages=ALL_STAGES,
+                 progress: bool = False) -> PipelineOutput:
+        """Translate one SAR array of any size.
+
+        Args:
+            s1_db: (2, H, W) VV, VH in dB (already validated; see ``io.read_s1``).
+            month: Acquisition month 1..12, or None if unknown.
+            biome: Biome name from ``data.BIOMES`` or its index, or None.
+            seed: Seeds ``random``, numpy and torch (TerraMind generate mode samples tokens).
+            stages: Which stages run, e.g. ("1", "3") skips the refiner (its input passes through).
+            progress: Show a progress bar over windows for scenes larger than one tile.
+
+        Returns:
+            PipelineOutput with opt_v1/opt_v2/opt_v3 as (12, H, W) float32 DN.
+        """
+        stages = _check_stages(stages)
+        s1 = np.asarray(s1_db.cpu() if isinstance(s1_db, torch.Tensor) else s1_db, dtype=np.float32)
+        if s1.ndim != 3 or s1.shape[0] != 2:
+            raise ValueError(f"expected SAR of shape (2, H, W), got {s1.shape}")
+        seed_everything(seed)
+        timings = dict.fromkeys(ALL_STAGES, 0.0)
+        run_tile = self._tile_runner(month, biome, seed, stages, timings)
+        tile, overlap = self.config.tile_size, self.config.tile_overlap
+        if max(s1.shape[1:]) <= tile:
+            versions = run_tile(s1)
+        else:
+            versions = tiled_apply_array(s1, run_tile, tile=tile, overlap=overlap, progress=progress)
+        return PipelineOutput(**versions, ran={k: k in stages for k in ALL_STAGES}, timings_s=timings,
+                              notes=_skip_notes(stages))
+
+    def _tile_runner(self, month, biome, seed, stages, timings):
+        """A function (2, h, w) -> {"opt_v1", "opt_v2", "opt_v3"}, run on one window."""
+        month_t = torch.tensor([month or 0])
+        biome_t = torch.tensor([biome if isinstance(biome, int) else biome_index(biome)])
+
+        def run_tile(s1_window: np.ndarray) -> dict[str, np.ndarray]:
+            # Pad symmetrically to a multiple of 16 and crop exactly the same pixels back.
+            s1, pads = pad_to_multiple(torch.from_numpy(np.ascontiguousarray(s1_window))[None])
+            start = time.perf_counter()
+            opt_v1 = self.stage1(s1, seed=seed)
+            timings["1"] += time.perf_counter() - start
+            opt_v2 = opt_v1
+            if "2" in stages:
+                start = time.perf_counter()
+                opt_v2 = self.stage2(opt_v1, month=month_t, biome=biome_t)
+                timings["2"] += time.perf_counter() - start
+            opt_v3 = opt_v2
+            if "3" in stages:
+                start = time.perf_counter()
+                opt_v3 = self.stage3(s1, opt_v2, seed=seed)
+                timings["3"] += time.perf_counter() - start
+            return {name: crop_pads(v, pads)[0].float().numpy()
+                    for name, v in (("opt_v1", opt_v1), ("opt_v2", opt_v2), ("opt_v3", opt_v3))}
+
+        return run_tile
+
+    # ------------------------------------------------------------------------ whole files
+    @torch.no_grad()
+    def translate_file(self, s1_path: str | Path, out_dir: str | Path, *, units: str | None = None,
+                       month: int | None = None, biome: str | int | None = None, seed: int = 0,
+                       stages=ALL_STAGES, progress: bool = True, max_pixels: int = 1_000_000_000) -> dict:
+        """Stream a SAR GeoTIFF through the pipeline into ``opt_v1/2/3.tif`` in ``out_dir``.
+
+        Windows are read from and written to disk, so memory stays bounded for any scene size.
+        Month defaults to the one found in the file's metadata or name.
+
+        Returns:
+            {"paths": {name: Path}, "month": int | None, "notes": [...], "timings_s": {...}}
+        """
+        stages = _check_stages(stages)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        seed_everything(seed)
+        timings = dict.fromkeys(ALL_STAGES, 0.0)
+        with SarSource(s1_path, units=units, max_pixels=max_pixels) as source:
+            month = month if month is not None else source.month
+            run_tile = self._tile_runner(month, biome, seed, stages, timings)
+            paths = {name: out_dir / f"{name}.tif" for name in ("opt_v1", "opt_v2", "opt_v3")}
+            writers = {name: OpticalWriter(path, source.profile, source.height, source.width)
+                       for name, path in paths.items()}
+            masks: dict[int, np.ndarray] = {}
+
+            def read(row, col, h, w):
+                data, valid = source.read(row, col, h, w)
+                return data
+
+            def write(name, row0, block):
+                # Nodata where the input had NaN/inf/nodata: re-read that strip's mask (cheap).
+                if row0 not in masks:
+                    masks.clear()
+                    masks[row0] = source.read(row0, 0, block.shape[1], source.width)[1]
+                writers[name].write_rows(row0, block, valid_mask=masks[row0])
+
+            try:
+                tiled_apply(read, source.height, source.width, run_tile, write,
+                            tile=self.config.tile_size, overlap=self.config.tile_overlap,
+                            progress=progress)
+            finally:
+                for writer in writers.values():
+                    writer.close()
+            notes = list(source.notes) + _skip_notes(stages)
+        return {"paths": paths, "month": month, "notes": notes, "timings_s": timings}
+
+    # ---------------------------------------------------------------------- save / load
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``pipeline_config.json`` and one folder per stage, recording file hashes."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        files = []
+        for key, stage in (("1", self.stage1), ("2", self.stage2), ("3", self.stage3)):
+            files += stage.save(directory / STAGE_DIRS[key])
+        self.config.files = {str(p.relative_to(directory)): hub.sha256(p) for p in files}
+        self.config.save(directory / hub.PIPELINE_CONFIG)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, repo_id_or_dir: str | Path, revision: str | None = None, *,
+                        load_in_8bit: bool | None = None) -> GACPipeline:
+        """Load a pipeline from a local folder or a Hugging Face Hub repo at ``revision``.
+
+        Args:
+            repo_id_or_dir: A folder written by ``save_pretrained`` or a Hub repo id.
+            revision: Hub commit/tag to pin (ignored for local folders).
+            load_in_8bit: Override the stage-2 config: run the Prithvi backbone in int8.
+        """
+        root = hub.resolve_checkpoint(repo_id_or_dir, revision)
+        config_path = root / hub.PIPELINE_CONFIG
+        if not config_path.is_file():
+            raise CheckpointError(f"{root}: missing {hub.PIPELINE_CONFIG}")
+        config = PipelineConfig.load(config_path)
+        hub.verify_folder(root, config.files)
+        stage1 = Stage1TerraMind.load(hub.inside(root, STAGE_DIRS["1"]))
+        stage2 = Stage2Prithvi.load(hub.inside(root, STAGE_DIRS["2"]))
+        if load_in_8bit and not stage2.config.load_in_8bit:
+            stage2.quantize_backbone()
+        stage3 = Stage3Grounding.load(hub.inside(root, STAGE_DIRS["3"]))
+        return cls(stage1, stage2, stage3, config)
+
+
+def _check_stages(stages) -> tuple[str, ...]:
+    stages = tuple(str(s).strip() for s in stages)
+    unknown = sorted(set(stages) - set(ALL_STAGES))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; choose from 1, 2, 3")
+    if "1" not in stages:
+        raise ValueError("stage 1 must run: it is the only stage that turns SAR into optical")
+    return stages
+
+
+def _skip_notes(stages: tuple[str, ...]) -> list[str]:
+    return [f"stage {k} ({STAGE_NAMES[k]}) skipped: its input passes through unchanged"
+            for k in ALL_STAGES if k not in stages]

@@ -1,0 +1,156 @@
+"""What every stage shares: LoRA injection and saving/loading one stage folder.
+
+A stage folder holds ``config.json`` and either
+- ``model.safetensors``: every weight (bases trained here, e.g. the embedded ``mini`` preset), or
+- ``adapter/`` (peft format: ``adapter_config.json`` + ``adapter_model.safetensors``) and
+  ``head.safetensors``: for a pretrained base from the Hub only the LoRA adapters and the
+  newly trained head are stored; the base is rebuilt from its pinned Hub weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CONFIG_FILE = "config.json"
+FULL_WEIGHTS = "model.safetensors"
+HEAD_WEIGHTS = "head.safetensors"
+ADAPTER_DIR = "adapter"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder is missing files or its weights do not match the architecture."""
+
+
+def add_lora(module: nn.Module, *, rank: int, alpha: int, targets: str, dropout: float = 0.0) -> LoraConfig:
+    """Inject LoRA adapters into ``module`` in place; only adapters stay trainable.
+
+    Args:
+        module: The base network (a TerraMind encoder/generator or a Prithvi backbone).
+        rank: LoRA rank.
+        alpha: LoRA scaling numerator (scale = alpha / rank).
+        targets: Regular expression matched against full module names.
+        dropout: Dropout on the adapter input.
+
+    Returns:
+        The peft ``LoraConfig`` used, saved next to the adapter weights.
+    """
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+    inject_adapter_in_model(config, module)
+    for name, parameter in module.named_parameters():
+        parameter.requires_grad = "lora_" in name
+    return config
+
+
+class Stage(nn.Module):
+    """Base class: subclasses set ``config_class``, implement ``build`` and name their base.
+
+    ``base_name`` is the attribute holding the (possibly pretrained) foundation model; when it
+    carries pretrained weights only its LoRA adapters are saved.
+    """
+
+    config_class: type
+    base_name: str
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.lora_config: LoraConfig | None = None
+
+    @classmethod
+    def build(cls, config) -> Stage:
+        raise NotImplementedError
+
+    @property
+    def base(self) -> nn.Module:
+        return getattr(self, self.base_name)
+
+    def _saves_adapters_only(self) -> bool:
+        return self._base_is_pretrained() and self.lora_config is not None
+
+    def _base_is_pretrained(self) -> bool:
+        raise NotImplementedError
+
+    def trainable_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def save(self, directory: str | Path) -> list[Path]:
+        """Write this stage's folder; returns the files written."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save(directory / CONFIG_FILE)
+        written = [directory / CONFIG_FILE]
+        if not self._saves_adapters_only():
+            save_file(_contiguous(self.state_dict()), directory / FULL_WEIGHTS)
+            return written + [directory / FULL_WEIGHTS]
+        adapter_dir = directory / ADAPTER_DIR
+        adapter_dir.mkdir(exist_ok=True)
+        (adapter_dir / ADAPTER_CONFIG).write_text(json.dumps(self.lora_config.to_dict(), indent=2, default=list))
+        save_file(_contiguous(get_peft_model_state_dict(self.base)), adapter_dir / ADAPTER_WEIGHTS)
+        head = {k: v for k, v in self.state_dict().items() if not k.startswith(self.base_name + ".")}
+        save_file(_contiguous(head), directory / HEAD_WEIGHTS)
+        return written + [adapter_dir / ADAPTER_CONFIG, adapter_dir / ADAPTER_WEIGHTS, directory / HEAD_WEIGHTS]
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Stage:
+        """Build the architecture from ``config.json`` and load weights with strict key checks."""
+        directory = Path(directory)
+        if not (directory / CONFIG_FILE).is_file():
+            raise CheckpointError(f"{directory}: missing {CONFIG_FILE}")
+        stage = cls.build(cls.config_class.load(directory / CONFIG_FILE))
+        if not stage.config.trained and not any((directory / f).exists() for f in (FULL_WEIGHTS, ADAPTER_DIR)):
+            return stage  # an untrained head over a pretrained base: labelled untrained everywhere
+        if not stage._saves_adapters_only():
+            _load_strict(stage, _read(directory / FULL_WEIGHTS), directory / FULL_WEIGHTS)
+            return stage
+        adapter_file = directory / ADAPTER_DIR / ADAPTER_WEIGHTS
+        result = set_peft_model_state_dict(stage.base, _read(adapter_file))
+        missing_lora = [k for k in result.missing_keys if "lora_" in k]
+        if missing_lora or result.unexpected_keys:
+            raise CheckpointError(
+                f"{adapter_file}: adapter keys do not match (missing {missing_lora[:3]}, "
+                f"unexpected {list(result.unexpected_keys)[:3]})"
+            )
+        head = _read(directory / HEAD_WEIGHTS)
+        result = _load_state(stage, head, directory / HEAD_WEIGHTS)
+        missing_head = [k for k in result.missing_keys if not k.startswith(stage.base_name + ".")]
+        if missing_head or result.unexpected_keys:
+            raise CheckpointError(
+                f"{directory / HEAD_WEIGHTS}: keys do not match (missing {missing_head[:3]}, "
+                f"unexpected {result.unexpected_keys[:3]})"
+            )
+        return stage
+
+
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing weights file")
+    return load_file(path)
+
+
+def _load_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path):
+    try:
+        return module.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches raise even with strict=False
+        raise CheckpointError(f"{path}: weights do not fit the architecture in config.json ({error})") from None
+
+
+def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    result = _load_state(module, state, path)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{path}: keys do not match the architecture in config.json "
+            f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
+        )
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared or non-contiguous storage; cloning also drops tied views.
+    return {k: v.detach().contiguous().clone() for k, v in state.items()}

@@ -1,0 +1,87 @@
+"""Pixel decoders shared by the stages: ViT tokens (1/16 resolution) + full-resolution pixels.
+
+A ViT with 16-px patches sees a 128-px tile as 8x8 tokens; decoding from tokens alone gives
+blur, so every head also gets a full-resolution convolutional path from the input pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise 7x7 conv, channel LayerNorm, inverted-bottleneck MLP, residual."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.depthwise = nn.Conv2d(width, width, 7, padding=3, groups=width)
+        self.norm = nn.GroupNorm(1, width)  # LayerNorm over channels for conv features
+        self.expand = nn.Conv2d(width, 4 * width, 1)
+        self.project = nn.Conv2d(4 * width, width, 1)
+        # Small residual scale keeps a freshly initialised block close to identity.
+        self.scale = nn.Parameter(torch.full((1, width, 1, 1), 0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(F.gelu(self.expand(self.norm(self.depthwise(x)))))
+        return x + self.scale * y
+
+
+class FiLM(nn.Module):
+    """Feature-wise affine modulation from a conditioning vector, initialised to identity."""
+
+    def __init__(self, cond_dim: int, width: int):
+        super().__init__()
+        self.to_scale_shift = nn.Linear(cond_dim, 2 * width)
+        nn.init.zeros_(self.to_scale_shift.weight)
+        nn.init.zeros_(self.to_scale_shift.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.to_scale_shift(cond)[:, :, None, None].chunk(2, dim=1)
+        return x * (1 + scale) + shift
+
+
+class PixelDecoder(nn.Module):
+    """Fuse a token grid with full-resolution pixels and predict ``out_channels`` per pixel.
+
+    Args:
+        token_dim: Channels of the token grid (the ViT's embedding size).
+        pixel_channels: Channels of the full-resolution input pixels.
+        out_channels: Output channels (12 S2L2A bands).
+        width: Feature width of the decoder.
+        blocks: Number of ConvNeXt blocks at full resolution.
+        cond_dim: Size of a conditioning vector for FiLM (0 disables conditioning).
+    """
+
+    def __init__(self, token_dim: int, pixel_channels: int, out_channels: int = 12, *,
+                 width: int = 32, blocks: int = 2, cond_dim: int = 0):
+        super().__init__()
+        self.tokens_in = nn.Conv2d(token_dim, width, 1)
+        self.upsample_refine = nn.ModuleList(
+            [nn.Conv2d(width, width, 3, padding=1) for _ in range(2)]  # two x4 steps = x16
+        )
+        self.pixels_in = nn.Sequential(
+            nn.Conv2d(pixel_channels, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1),
+        )
+        self.fuse = nn.Conv2d(2 * width, width, 1)
+        self.blocks = nn.ModuleList([ConvNeXtBlock(width) for _ in range(blocks)])
+        self.films = nn.ModuleList([FiLM(cond_dim, width) for _ in range(blocks)]) if cond_dim else None
+        self.out = nn.Conv2d(width, out_channels, 1)
+        # Zero-initialised output: an untrained head predicts exactly zero (mean image or
+        # identity residual), never noise.
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, tokens: torch.Tensor, pixels: torch.Tensor,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.tokens_in(tokens)
+        for refine in self.upsample_refine:
+            x = F.gelu(refine(F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)))
+        x = self.fuse(torch.cat([x, self.pixels_in(pixels)], dim=1))
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if self.films is not None and cond is not None:
+                x = self.films[i](x, cond)
+        return self.out(x)

@@ -1,0 +1,317 @@
+"""Reading, validating and writing GeoTIFFs: real bundled tiles plus generated bad inputs."""
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.crs import CRS
+
+import bad_inputs
+from gac_pipeline.bands import S2L2A_BANDS
+from gac_pipeline.data import DEFAULT_DATA_DIR
+from gac_pipeline.io import (
+    InputError,
+    OpticalWriter,
+    SarSource,
+    acquisition_month,
+    check_same_grid,
+    parse_month,
+    read_s1,
+    read_s2,
+    write_optical,
+)
+
+BENV1 = DEFAULT_DATA_DIR / "benv1" / "S2A_MSIL2A_20170613T101031_39_24"
+BENV2 = DEFAULT_DATA_DIR / "benv2" / "S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57"
+
+
+# ----------------------------------------------------------------------------- real tiles
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+@pytest.mark.parametrize("pair", [BENV1, BENV2], ids=["benv1", "benv2"])
+def test_real_tiles_read(pair):
+    sar = read_s1(pair / "S1GRD.tif")
+    ref = read_s2(pair / "S2L2A.tif")
+    assert sar.data.shape == (2, 120, 120) and sar.data.dtype == np.float32
+    assert sar.valid_mask.shape == (120, 120) and sar.valid_mask.all()
+    assert np.isfinite(sar.data).all() and np.median(sar.data) < 0
+    assert sar.month == 6
+    assert ref.data.shape == (12, 120, 120) and ref.data.dtype == np.float32
+    assert ref.valid_mask.all() and ref.notes == []
+    with rasterio.open(pair / "S2L2A.tif") as dataset:
+        np.testing.assert_array_equal(ref.data, dataset.read().astype(np.float32))
+    check_same_grid(sar, ref, "S1GRD.tif", "S2L2A.tif")
+
+
+def test_benv1_has_no_crs_and_says_so():
+    sar = read_s1(BENV1 / "S1GRD.tif")
+    assert sar.profile["crs"] is None
+    assert any("no CRS" in note for note in sar.notes)
+    assert read_s1(BENV2 / "S1GRD.tif").profile["crs"] == CRS.from_epsg(32633)
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+BAD_SAR = [
+    pytest.param(
+        bad_inputs.write_not_a_tiff, r"not_a_tiff\.tif: not a readable raster", id="not-tiff"
+    ),
+    pytest.param(
+        bad_inputs.write_truncated, r"truncated\.tif: .*(truncated|not a readable raster)",
+        id="truncated",
+    ),
+    pytest.param(
+        lambda folder: bad_inputs.write_sar_bands(folder, 1), r"expected 2 SAR bands.*found 1$",
+        id="1-band",
+    ),
+    pytest.param(
+        lambda folder: bad_inputs.write_sar_bands(folder, 3), r"expected 2 SAR bands.*found 3$",
+        id="3-bands",
+    ),
+    pytest.param(
+        lambda folder: bad_inputs.write_sar_bands(folder, 12), r"expected 2 SAR bands.*found 12$",
+        id="12-bands",
+    ),
+    pytest.param(bad_inputs.write_all_nan, r"all_nan\.tif: no valid pixels", id="all-nan"),
+    pytest.param(
+        bad_inputs.write_linear_no_units, r"all non-negative \(median 0\.0\d+\).*units='linear'",
+        id="linear-no-units",
+    ),
+    pytest.param(
+        bad_inputs.write_amplitude, r"amplitude\.tif: .*amplitude.*dB or linear power",
+        id="amplitude",
+    ),
+    pytest.param(bad_inputs.write_tiny, r"tiny\.tif: image is 8x8 pixels, too small", id="8x8"),
+    pytest.param(
+        bad_inputs.write_huge_header, r"huge\.tif: image is 50000x50000 pixels.*too large",
+        id="50000x50000",
+    ),
+    pytest.param(
+        bad_inputs.write_complex, r"complex\.tif: unsupported data type complex64", id="complex"
+    ),
+    pytest.param(
+        bad_inputs.write_one_bit, r"one_bit\.tif: unsupported 1-bit \(boolean\) data", id="bool"
+    ),
+    pytest.param(bad_inputs.write_hh_hv, r"HH, HV: expected VV and VH", id="hh-hv"),
+]
+
+
+@pytest.mark.parametrize("write, message", BAD_SAR)
+def test_bad_sar_is_refused_with_one_line_reason(tmp_path, write, message):
+    path = write(tmp_path)
+    with pytest.raises(InputError, match=message) as caught:
+        read_s1(path)
+    text = str(caught.value)
+    assert "\n" not in text and text.startswith(path.name + ": ")
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(InputError, match="nothing.tif: file not found"):
+        read_s1(tmp_path / "nothing.tif")
+    with pytest.raises(InputError, match="is a folder"):
+        read_s2(tmp_path)
+
+
+def test_huge_header_is_refused_before_reading(tmp_path):
+    path = bad_inputs.write_huge_header(tmp_path)
+    assert path.stat().st_size < 200_000  # nothing but the header and an empty tile index
+    with pytest.raises(InputError, match="limit is 1,000,000,000"):
+        SarSource(path)
+
+
+def test_partly_nan_is_masked_and_filled_with_median(tmp_path):
+    path = bad_inputs.write_partly_nan(tmp_path)
+    with rasterio.open(path) as dataset:
+        raw = dataset.read()
+    sar = read_s1(path)
+    bad = ~np.isfinite(raw)
+    assert (~sar.valid_mask).sum() == 15
+    np.testing.assert_array_equal(sar.valid_mask, ~bad.any(axis=0))
+    assert np.isfinite(sar.data).all()
+    for band in range(2):
+        median = np.median(raw[band][~bad[band]])
+        np.testing.assert_allclose(sar.data[band][bad[band]], median)
+        np.testing.assert_array_equal(sar.data[band][~bad[band]], raw[band][~bad[band]])
+    assert any("masked 15 NaN/inf/nodata pixels (1.5%)" in note for note in sar.notes)
+
+
+def test_nodata_value_is_masked(tmp_path):
+    sar = read_s1(bad_inputs.write_nodata(tmp_path))
+    assert not sar.valid_mask[0].any() and sar.valid_mask[1:].all()
+    assert sar.data.min() > -100 and sar.profile["nodata"] == -9999.0
+
+
+def test_linear_power_is_converted_only_when_declared(tmp_path):
+    expected = bad_inputs.sar_db()
+
+    sar = read_s1(bad_inputs.write_linear_with_units(tmp_path))  # band units "linear power"
+    assert "converted linear power to dB (units from metadata)" in sar.notes
+    assert not sar.valid_mask[3, 4] and (~sar.valid_mask).sum() == 1  # the 0 power pixel
+    np.testing.assert_allclose(sar.data[:, sar.valid_mask], expected[:, sar.valid_mask], atol=1e-4)
+
+    sar = read_s1(bad_inputs.write_linear_tagged(tmp_path))  # dataset tag UNITS=intensity
+    np.testing.assert_allclose(sar.data, expected, atol=1e-4)
+
+    sar = read_s1(bad_inputs.write_linear_no_units(tmp_path), units="linear")
+    assert "converted linear power to dB (units given)" in sar.notes
+    assert sar.data.dtype == np.float32 and sar.valid_mask.all()
+    np.testing.assert_allclose(sar.data, expected, atol=1e-4)
+
+
+def test_units_db_overrides_refusal_and_bad_units_argument(tmp_path):
+    path = bad_inputs.write_linear_no_units(tmp_path)
+    assert read_s1(path, units="db").data.min() >= 0  # taken as given, no conversion
+    with pytest.raises(ValueError, match="units must be"):
+        read_s1(path, units="amplitude")
+
+
+def test_band_order_from_descriptions(tmp_path):
+    sar = read_s1(bad_inputs.write_swapped_bands(tmp_path))
+    np.testing.assert_array_equal(sar.data, bad_inputs.sar_db())
+    assert any("reordered" in note for note in sar.notes)
+
+    ref = read_s2(bad_inputs.write_s2_shuffled(tmp_path))
+    np.testing.assert_array_equal(ref.data, bad_inputs.s2_dn().astype(np.float32))
+
+
+# ----------------------------------------------------------------------------- S2 reference
+
+
+def test_bad_references(tmp_path):
+    with pytest.raises(InputError, match=r"s2_four_bands\.tif: expected 12 .* found 4"):
+        read_s2(bad_inputs.write_s2_four_bands(tmp_path))
+    with pytest.raises(InputError, match=r"missing B8A"):
+        read_s2(bad_inputs.write_s2_missing_band(tmp_path))
+    with pytest.raises(InputError, match=r"expected 12 Sentinel-2 L2A bands .*found 2$"):
+        read_s2(BENV1 / "S1GRD.tif")
+
+    ref = read_s2(bad_inputs.write_s2_partly_nan(tmp_path))
+    assert (~ref.valid_mask).sum() == 4 and np.isfinite(ref.data).all()
+    assert any("masked 4" in note for note in ref.notes)
+
+
+def test_check_same_grid(tmp_path):
+    sar = read_s1(bad_inputs.write_partly_nan(tmp_path))  # 32x32, UTM 33N
+    wrong_size = read_s2(bad_inputs.write_s2_wrong_size(tmp_path))
+    with pytest.raises(InputError, match=r"s2_wrong_size\.tif: reference is 24x32 .* 32x32"):
+        check_same_grid(sar, wrong_size, "partly_nan.tif", "s2_wrong_size.tif")
+    other_crs = read_s2(bad_inputs.write_s2_other_crs(tmp_path))
+    with pytest.raises(InputError, match=r"CRS EPSG:32632 differs .* EPSG:32633"):
+        check_same_grid(sar, other_crs, "partly_nan.tif", "s2_other_crs.tif")
+    # A reference without a CRS (benv1 style) is only checked for size.
+    no_crs = read_s2(bad_inputs.write_s2_other_crs(tmp_path))
+    no_crs.profile["crs"] = None
+    check_same_grid(sar, no_crs, "partly_nan.tif", "s2_other_crs.tif")
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+@pytest.mark.parametrize("pair", [BENV1, BENV2], ids=["benv1", "benv2"])
+def test_write_optical_round_trip(tmp_path, pair):
+    sar = read_s1(pair / "S1GRD.tif")
+    dn = np.random.default_rng(0).uniform(0, 10000, (12, 120, 120)).astype(np.float32)
+    out = tmp_path / "out.tif"
+    write_optical(out, dn, sar.profile)
+    with rasterio.open(out) as dataset:
+        assert dataset.count == 12 and dataset.dtypes[0] == "float32"
+        assert dataset.crs == sar.profile["crs"]
+        assert dataset.transform == sar.profile["transform"]
+        assert dataset.nodata == sar.profile["nodata"]
+        assert dataset.descriptions == S2L2A_BANDS
+        assert dataset.compression.name.lower() == "deflate"
+        np.testing.assert_array_equal(dataset.read(), dn)
+
+
+def test_write_optical_masks_with_nodata_or_nan(tmp_path):
+    sar = read_s1(bad_inputs.write_partly_nan(tmp_path))
+    dn = np.full((12, 32, 32), 1234.5, np.float32)
+
+    write_optical(tmp_path / "nan.tif", dn, sar.profile, valid_mask=sar.valid_mask)
+    with rasterio.open(tmp_path / "nan.tif") as dataset:
+        written = dataset.read()
+    assert np.isnan(written[:, ~sar.valid_mask]).all()
+    assert (written[:, sar.valid_mask] == 1234.5).all()
+
+    profile = dict(sar.profile, nodata=-9999.0)
+    write_optical(tmp_path / "nodata.tif", dn, profile, valid_mask=sar.valid_mask)
+    with rasterio.open(tmp_path / "nodata.tif") as dataset:
+        assert dataset.nodata == -9999.0
+        assert (dataset.read()[:, ~sar.valid_mask] == -9999.0).all()
+
+
+def test_optical_writer_strips_equal_whole_write(tmp_path):
+    height, width = 300, 260  # both >= 256: tiled
+    dn = np.arange(12 * height * width, dtype=np.float32).reshape(12, height, width)
+    valid = np.ones((height, width), bool)
+    valid[290:, :5] = False
+    profile = {"crs": CRS.from_epsg(32633), "transform": bad_inputs.TRANSFORM, "nodata": None}
+
+    write_optical(tmp_path / "whole.tif", dn, profile, valid_mask=valid)
+    with OpticalWriter(tmp_path / "strips.tif", profile, height, width) as writer:
+        for row in range(0, height, 128):
+            writer.write_rows(row, dn[:, row:row + 128], valid[row:row + 128])
+        with pytest.raises(ValueError, match="does not fit"):
+            writer.write_rows(height - 1, dn[:, :2])
+
+    with rasterio.open(tmp_path / "whole.tif") as whole, rasterio.open(
+        tmp_path / "strips.tif"
+    ) as strips:
+        assert strips.profile["tiled"] and strips.block_shapes[0] == (256, 256)
+        np.testing.assert_array_equal(strips.read(), whole.read())
+        assert np.isnan(strips.read(1)[290:, :5]).all()
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def test_sar_source_windows_match_whole_read():
+    path = BENV2 / "S1GRD.tif"
+    whole = read_s1(path)
+    with SarSource(path, preview_size=40) as source:  # decimated preview, windowed reads
+        assert (source.height, source.width, source.month) == (120, 120, 6)
+        for row, col, h, w in [(0, 0, 64, 64), (64, 56, 56, 64), (100, 0, 20, 120)]:
+            data, valid = source.read(row, col, h, w)
+            assert data.shape == (2, h, w) and data.dtype == np.float32 and valid.all()
+            np.testing.assert_array_equal(data, whole.data[:, row:row + h, col:col + w])
+        with pytest.raises(ValueError, match="outside"):
+            source.read(100, 100, 64, 64)
+
+
+def test_sar_source_fills_from_preview(tmp_path):
+    path = bad_inputs.write_partly_nan(tmp_path)
+    whole = read_s1(path)
+    with SarSource(path, preview_size=16) as source:
+        assert any("16x16 preview" in note for note in source.notes)
+        data, valid = source.read(0, 0, 32, 32)
+    np.testing.assert_array_equal(valid, whole.valid_mask)
+    np.testing.assert_array_equal(data[:, valid], whole.data[:, valid])
+    assert np.isfinite(data).all()
+
+
+# ----------------------------------------------------------------------------- dates
+
+
+@pytest.mark.parametrize(
+    "name, tags, month",
+    [
+        ("scene.tif", {"TIFFTAG_DATETIME": "2019:03:05 12:00:00"}, 3),
+        ("scene.tif", {"ACQUISITION_DATE": "2018-11-02"}, 11),
+        ("scene.tif", {"s1_date": "20170612", "s2_date": "20170701"}, 6),
+        ("scene.tif", {"patch": "S1B_IW_GRDH_1SDV_20171202T165809_33UUP"}, 12),
+        ("S1A_IW_GRDH_1SDV_20170613T165809_x.tif", {}, 6),
+        ("scene_20170913_vv.tif", None, 9),
+        ("scene_20171313_vv.tif", {}, None),  # month 13 is no date
+        ("scene.tif", {"TIFFTAG_DATETIME": "2019:03:05"}, 3),
+        ("scene_20170401_x.tif", {"TIFFTAG_DATETIME": "2023:10:05 10:00:00"}, 4),
+        ("scene.tif", {}, None),
+    ],
+)
+def test_acquisition_month(name, tags, month):
+    assert acquisition_month(name, tags) == month
+
+
+def test_month_from_file_name_and_parse_month(tmp_path):
+    assert read_s1(bad_inputs.write_dated(tmp_path)).month == 6
+    assert parse_month("20170612.0") == 6 and parse_month(None) is None
+    assert parse_month("N9999_R022_T33UUP_37_88") is None

@@ -1,0 +1,233 @@
+"""Stages and the pipeline on tiny random-init models of the real architectures."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny_pipeline, tiny_configs, tiny_terramind
+
+from gac_pipeline.configs import PipelineConfig, Stage1Config, Stage3Config
+from gac_pipeline.io import read_s1
+from gac_pipeline.pipeline import GACPipeline
+from gac_pipeline.stages.base import CheckpointError
+from gac_pipeline.stages.stage1_terramind import Stage1TerraMind
+from gac_pipeline.stages.stage2_prithvi import Stage2Prithvi
+from gac_pipeline.stages.stage3_grounding import Stage3Grounding
+from gac_pipeline.stages.terramind_common import SMALL_TEST_GENERATOR
+
+
+def _s1(h=128, w=128, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 2, h, w, generator=generator) * 3 + torch.tensor([-12.0, -19.0]).view(1, 2, 1, 1)
+
+
+def test_stage1_regress_shape_and_gradient():
+    stage = Stage1TerraMind.build(tiny_configs()[0])
+    torch.nn.init.normal_(stage.decoder.out.weight, std=0.05)
+    s1 = _s1(64, 96).requires_grad_(True)
+    out = stage(s1)
+    assert out.shape == (1, 12, 64, 96)
+    out.mean().backward()  # regress mode is differentiable end to end
+    assert s1.grad is not None and torch.isfinite(s1.grad).all()
+
+
+def test_untrained_regress_head_predicts_the_standardization_mean():
+    stage = Stage1TerraMind.build(tiny_configs()[0])  # zero-initialised output layer
+    out = stage(_s1(32, 32))
+    mean = torch.tensor(stage.config.standardization.s2_mean).view(1, 12, 1, 1)
+    assert torch.allclose(out, mean.expand_as(out), atol=1e-3)
+
+
+def test_stage2_residual_conditioning_and_lora_count():
+    _, c2, _ = tiny_configs()
+    stage = Stage2Prithvi.build(c2)
+    opt_v1 = torch.rand(2, 12, 64, 64) * 3000
+    assert torch.equal(stage(opt_v1), opt_v1)  # zero-init residual head: identity until trained
+    torch.nn.init.normal_(stage.head.out.weight, std=0.05)
+    for film in stage.head.films:
+        torch.nn.init.normal_(film.to_scale_shift.weight, std=0.5)
+    may = stage(opt_v1, month=torch.tensor([5, 5]), biome=torch.tensor([1, 1]))
+    november = stage(opt_v1, month=torch.tensor([11, 11]), biome=torch.tensor([1, 1]))
+    assert not torch.allclose(may, november)  # month conditioning reaches the output
+    # LoRA on qkv (D -> 3D) and proj (D -> D) of every block: r * (in + out) each.
+    d, r, depth = c2.embed_dim, c2.lora_rank, c2.depth
+    lora = sum(p.numel() for n, p in stage.named_parameters() if "lora_" in n)
+    assert lora == depth * r * ((d + 3 * d) + (d + d))
+    frozen_base = [n for n, p in stage.prithvi.named_parameters() if "lora_" not in n and p.requires_grad]
+    assert frozen_base == []
+
+
+def test_stage2_8bit_backbone_close_to_full_precision():
+    _, c2, _ = tiny_configs()
+    torch.manual_seed(0)
+    stage = Stage2Prithvi.build(c2)
+    torch.nn.init.normal_(stage.head.out.weight, std=0.05)
+    opt_v1 = torch.rand(1, 12, 64, 64) * 3000
+    full = stage(opt_v1)
+    stage.quantize_backbone()
+    import bitsandbytes as bnb
+
+    assert any(isinstance(m, bnb.nn.Linear8bitLt) for m in stage.prithvi.modules())
+    quantized = stage(opt_v1)
+    residual = (full - opt_v1).abs().mean()
+    assert (quantized - full).abs().mean() < 0.1 * residual
+
+
+def test_stage3_regress_uses_sar_and_opt_v2():
+    stage = Stage3Grounding.build(tiny_configs()[2])
+    torch.nn.init.normal_(stage.decoder.out.weight, std=0.05)
+    opt_v2 = torch.rand(1, 12, 64, 64) * 3000
+    a = stage(_s1(64, 64, seed=0), opt_v2)
+    b = stage(_s1(64, 64, seed=1), opt_v2)
+    assert a.shape == opt_v2.shape and not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("stage_class,config_class", [(Stage1TerraMind, Stage1Config),
+                                                      (Stage3Grounding, Stage3Config)])
+def test_generate_mode_stages_are_seeded(stage_class, config_class):
+    spec = tiny_terramind(tokenizer=SMALL_TEST_GENERATOR["tokenizer"])
+    spec.dim, spec.depth, spec.decoder_depth = 64, 1, 1
+    stage = stage_class.build(config_class(mode="generate", terramind=spec, timesteps=1, lora_rank=0))
+    args = (_s1(32, 32),) if stage_class is Stage1TerraMind else (_s1(32, 32), torch.rand(1, 12, 32, 32) * 3000)
+    first, again, other = stage(*args, seed=1), stage(*args, seed=1), stage(*args, seed=2)
+    assert first.shape == (1, 12, 32, 32)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_pipeline_on_a_real_tile_pads_and_crops(tiny_pipeline, real_pair):
+    s1 = read_s1(real_pair.s1_path).data  # 120 x 120: padded to 128 inside, cropped back
+    out = tiny_pipeline(s1, month=real_pair.month, biome=real_pair.biome)
+    for version in out.versions().values():
+        assert version.shape == (12, 120, 120) and np.isfinite(version).all()
+    assert not np.array_equal(out.opt_v1, out.opt_v2) and not np.array_equal(out.opt_v2, out.opt_v3)
+    assert set(out.timings_s) == {"1", "2", "3"} and out.notes == []
+
+
+class PerPixelStage1(torch.nn.Module):
+    """A 1x1-conv stand-in for stage 1: its output at a pixel depends only on that pixel, so any
+    shift introduced by padding, cropping or tiling shows up as a mismatch."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 12, 1)
+        torch.nn.init.normal_(self.conv.weight, std=50.0)
+
+    def forward(self, s1, *, seed=0):
+        return 1500 + self.conv(s1)
+
+
+def _per_pixel_pipeline(tiny_pipeline):
+    return GACPipeline(PerPixelStage1(), tiny_pipeline.stage2, tiny_pipeline.stage3, tiny_pipeline.config)
+
+
+@pytest.mark.parametrize("shape", [(120, 120), (37, 90), (128, 128)])
+def test_padding_and_cropping_never_shift_pixels(tiny_pipeline, shape):
+    pipeline = _per_pixel_pipeline(tiny_pipeline)
+    s1 = _s1(*shape)[0].numpy()
+    out = pipeline(s1, stages=("1",)).opt_v1
+    expected = pipeline.stage1(torch.from_numpy(s1)[None])[0].detach().numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-3)
+
+
+def test_tiled_600x400_equals_untiled_for_a_per_pixel_stage(tiny_pipeline):
+    pipeline = _per_pixel_pipeline(tiny_pipeline)
+    s1 = _s1(400, 600)[0].numpy()
+    tiled = pipeline(s1, stages=("1",)).opt_v1
+    untiled = pipeline.stage1(torch.from_numpy(s1)[None])[0].detach().numpy()
+    np.testing.assert_allclose(tiled, untiled, rtol=1e-5, atol=1e-2)
+
+
+def test_skipped_stages_pass_through(tiny_pipeline):
+    s1 = _s1(64, 64)[0].numpy()
+    out = tiny_pipeline(s1, stages=("1", "3"))
+    assert np.array_equal(out.opt_v2, out.opt_v1) and out.ran == {"1": True, "2": False, "3": True}
+    assert any("stage 2" in note for note in out.notes)
+    with pytest.raises(ValueError, match="stage 1 must run"):
+        tiny_pipeline(s1, stages=("2", "3"))
+    with pytest.raises(ValueError, match="unknown stage"):
+        tiny_pipeline(s1, stages=("1", "4"))
+
+
+def test_tiled_scene_with_real_stages_is_finite_and_matches_its_first_window(tiny_pipeline):
+    """With real (non per-pixel) stages windows disagree in their overlaps; where only one
+    window covers the scene the result must equal that window's own run."""
+    s1 = _s1(400, 600)[0].numpy()
+    out = tiny_pipeline(s1)
+    assert out.opt_v3.shape == (12, 400, 600) and np.isfinite(out.opt_v3).all()
+    single = tiny_pipeline(s1[:, :128, :128]).opt_v1
+    # Rows/cols < 96 are covered by the first window only (stride 96).
+    assert np.allclose(out.opt_v1[:, :64, :64], single[:, :64, :64], atol=1e-3)
+
+
+def test_save_and_load_round_trip(tiny_pipeline, saved_tiny_pipeline):
+    loaded = GACPipeline.from_pretrained(saved_tiny_pipeline)
+    s1 = _s1(64, 64)[0].numpy()
+    a, b = tiny_pipeline(s1, seed=3), loaded(s1, seed=3)
+    for name in ("opt_v1", "opt_v2", "opt_v3"):
+        assert np.array_equal(getattr(a, name), getattr(b, name))
+    recorded = json.loads((saved_tiny_pipeline / "pipeline_config.json").read_text())["files"]
+    assert "stage2/model.safetensors" in recorded and len(recorded) == 6
+
+
+def test_adapter_only_checkpoint_for_a_pretrained_base(tmp_path, monkeypatch):
+    """With a pretrained base only LoRA adapters (peft format) and the head are saved; loading
+    rebuilds the base from its pretrained weights (simulated: a seeded random base)."""
+    import gac_pipeline.stages.stage2_prithvi as stage2_module
+
+    real_build = stage2_module.build_prithvi
+
+    def seeded_base(config):
+        torch.manual_seed(1234)  # stands in for downloading the same pretrained weights
+        return real_build(type(config)(**{**config.__dict__, "pretrained": False}))
+
+    monkeypatch.setattr(stage2_module, "build_prithvi", seeded_base)
+    _, c2, _ = tiny_configs()
+    c2.pretrained, c2.trained = True, True
+    stage = Stage2Prithvi.build(c2)
+    for name, parameter in stage.named_parameters():
+        if "lora_B" in name or name.startswith("head.out"):
+            torch.nn.init.normal_(parameter, std=0.05)
+    files = {p.relative_to(tmp_path).as_posix() for p in stage.save(tmp_path)}
+    assert files == {"config.json", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
+                     "head.safetensors"}
+    loaded = Stage2Prithvi.load(tmp_path)
+    opt_v1 = torch.rand(1, 12, 32, 32) * 3000
+    assert torch.equal(stage(opt_v1), loaded(opt_v1))
+
+
+def test_checkpoint_errors(saved_tiny_pipeline, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(saved_tiny_pipeline, broken)
+    (broken / "stage1" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(Exception, match="SHA-256"):
+        GACPipeline.from_pretrained(broken)
+    pickled = tmp_path / "pickled"
+    shutil.copytree(saved_tiny_pipeline, pickled)
+    (pickled / "stage1" / "evil.pkl").write_bytes(b"x")
+    with pytest.raises(Exception, match="pickled files are refused"):
+        GACPipeline.from_pretrained(pickled)
+    with pytest.raises(FileNotFoundError):
+        GACPipeline.from_pretrained(tmp_path / "does-not-exist")
+    # Weights that do not fit the architecture: a different width in config.json.
+    wrong = tmp_path / "wrong"
+    shutil.copytree(saved_tiny_pipeline, wrong)
+    config = json.loads((wrong / "stage1" / "config.json").read_text())
+    config["decoder_width"] = 16
+    (wrong / "stage1" / "config.json").write_text(json.dumps(config))
+    pipeline_config = json.loads((wrong / "pipeline_config.json").read_text())
+    from gac_pipeline.hub import sha256
+
+    pipeline_config["files"]["stage1/config.json"] = sha256(wrong / "stage1" / "config.json")
+    (wrong / "pipeline_config.json").write_text(json.dumps(pipeline_config))
+    with pytest.raises(CheckpointError, match="do not fit|do not match"):
+        GACPipeline.from_pretrained(wrong)
+
+
+def test_label_says_untrained():
+    pipeline = build_tiny_pipeline(randomize_heads=False)
+    assert "UNTRAINED" in pipeline.label
+    pipeline.config = PipelineConfig(name="x", trained=True)
+    assert "UNTRAINED" not in pipeline.label

@@ -1,0 +1,77 @@
+"""Write the preset folders: ``presets/mini`` (small, random init until trained) and ``presets/hub``.
+
+Usage: ``python -m training.init_presets``. Seeded, so the same command writes the same files.
+
+- ``mini``: the embedded default's architecture at small size. Until the training scripts
+  have produced trained weights, its weights are random and it is labelled UNTRAINED
+  everywhere it shows.
+- ``hub``: configs only. TerraMind-1.0-base (stage 1 and 3, zero-shot ``generate``) and
+  Prithvi-EO-2.0-300M (stage 2) load their pretrained weights from the Hub at build time; the
+  stage-2 head and stage-3 adapters are untrained (identity) until trained adapters are
+  published.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from gac_pipeline.configs import (TERRAMIND_CROSS_ATTN_TARGETS, PipelineConfig, Stage1Config, Stage2Config,
+                                  Stage3Config, TerraMindSpec)
+from gac_pipeline.hub import PIPELINE_CONFIG, sha256
+from gac_pipeline.pipeline import STAGE_DIRS, GACPipeline
+from gac_pipeline.presets import PRESETS_DIR
+from gac_pipeline.stages.stage1_terramind import Stage1TerraMind
+from gac_pipeline.stages.stage2_prithvi import Stage2Prithvi
+from gac_pipeline.stages.stage3_grounding import Stage3Grounding
+
+MINI_TERRAMIND = TerraMindSpec(size=None, pretrained=False, dim=96, depth=4, num_heads=4)
+
+
+def mini_pipeline(seed: int = 0) -> GACPipeline:
+    torch.manual_seed(seed)
+    stage1 = Stage1TerraMind.build(Stage1Config(mode="regress", terramind=MINI_TERRAMIND))
+    stage2 = Stage2Prithvi.build(Stage2Config(embed_dim=96, depth=2, num_heads=4, lora_rank=8))
+    stage3 = Stage3Grounding.build(Stage3Config(mode="regress", terramind=MINI_TERRAMIND, lora_rank=0))
+    config = PipelineConfig(name="GAC-mini", trained=False,
+                            description="small TerraMind/Prithvi-architecture stages, random init (not trained yet)")
+    return GACPipeline(stage1, stage2, stage3, config)
+
+
+def write_hub_preset(directory: Path) -> None:
+    """Configs only: the bases come from the Hub (pinned in ``base_models``)."""
+    terramind = TerraMindSpec(size="base", pretrained=True)
+    configs = {
+        "1": Stage1Config(mode="generate", terramind=terramind, timesteps=10),
+        "2": Stage2Config(backbone="prithvi_eo_v2_300", pretrained=True, lora_rank=8, head_width=64),
+        "3": Stage3Config(mode="generate", terramind=terramind, timesteps=10, lora_rank=8,
+                          lora_targets=TERRAMIND_CROSS_ATTN_TARGETS),
+    }
+    files = {}
+    for key, config in configs.items():
+        (directory / STAGE_DIRS[key]).mkdir(parents=True, exist_ok=True)
+        path = directory / STAGE_DIRS[key] / "config.json"
+        config.save(path)
+        files[str(path.relative_to(directory))] = sha256(path)
+    PipelineConfig(
+        name="GAC-hub", trained=False, files=files,
+        description="TerraMind-1.0-base zero-shot (stages 1, 3) + Prithvi-EO-2.0-300M with an untrained head",
+        base_models={"terramind": {"repo": "ibm-esa-geospatial/TerraMind-1.0-base", "revision": "main"},
+                     "prithvi": {"repo": "ibm-nasa-geospatial/Prithvi-EO-2.0-300M", "revision": "main"}},
+    ).save(directory / PIPELINE_CONFIG)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=PRESETS_DIR)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    mini_pipeline(args.seed).save_pretrained(args.out / "mini")
+    write_hub_preset(args.out / "hub")
+    print(f"wrote {args.out / 'mini'} and {args.out / 'hub'}")
+
+
+if __name__ == "__main__":
+    main()
