@@ -10,9 +10,9 @@ span several biomes, and a pair without a known country gets "unknown".
 """
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import torch
 from torch.utils.data import Dataset

@@ -584,9 +584,10 @@ def check_same_grid(
 class OpticalWriter:
     """Writes a 12-band float32 GeoTIFF strip by strip, on the grid of a source profile.
 
-    The file keeps the source CRS, transform and nodata, is deflate-compressed, tiled
-    256x256 when both sides are at least 256 (write strips of 256 rows then, so that no tile
-    is compressed twice), and carries the band names as descriptions.
+    The file keeps the source CRS, transform and nodata (NaN is declared when the source has
+    none), is deflate-compressed in strips of 16 rows (the pipeline writes windows of a
+    multiple of 16 rows, so no strip is compressed twice), and carries the band names as
+    descriptions.
 
     Use as a context manager::
 
@@ -615,12 +616,11 @@ class OpticalWriter:
             "width": width,
             "crs": like_profile.get("crs"),
             "transform": like_profile.get("transform"),
-            "nodata": nodata,
+            "nodata": float(self._fill),
             "compress": "deflate",
+            "blockysize": 16,
             "BIGTIFF": "IF_SAFER",  # 12 float bands of a large scene pass the 4 GB TIFF limit
         }
-        if height >= 256 and width >= 256:
-            profile.update(tiled=True, blockxsize=256, blockysize=256)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self._dataset = rasterio.open(path, "w", **profile)

@@ -141,8 +141,7 @@ class GACPipeline(nn.Module):
             masks: dict[int, np.ndarray] = {}
 
             def read(row, col, h, w):
-                data, valid = source.read(row, col, h, w)
-                return data
+                return source.read(row, col, h, w)[0]  # (data, valid_mask): masks are re-read in write
 
             def write(name, row0, block):
                 # Nodata where the input had NaN/inf/nodata: re-read that strip's mask (cheap).

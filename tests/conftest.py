@@ -4,12 +4,12 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # never touch the network; set before huggingface_hub loads
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-import gac_pipeline  # noqa: E402,F401  (torchvision fix before terratorch)
-from gac_pipeline.configs import PipelineConfig, Stage1Config, Stage2Config, Stage3Config, TerraMindSpec  # noqa: E402
-from gac_pipeline.data import DEFAULT_DATA_DIR, list_pairs  # noqa: E402
+import gac_pipeline  # noqa: F401  (torchvision fix before terratorch)
+from gac_pipeline.configs import PipelineConfig, Stage1Config, Stage2Config, Stage3Config, TerraMindSpec
+from gac_pipeline.data import DEFAULT_DATA_DIR, list_pairs
 
 
 def tiny_terramind(**overrides) -> TerraMindSpec:

@@ -5,16 +5,15 @@ import os
 # Before anything imports huggingface_hub: a pretrained build must fail fast, not retry for ~27 s.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import copy  # noqa: E402
-import re  # noqa: E402
-import time  # noqa: E402
+import copy
+import re
+import time
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
+from terratorch.models.backbones.terramind.model import terramind_register
 
-from gac_pipeline.stages import terramind_common as tc  # noqa: E402
-
-from terratorch.models.backbones.terramind.model import terramind_register  # noqa: E402
+from gac_pipeline.stages import terramind_common as tc
 
 TILE = 64
 

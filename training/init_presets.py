@@ -18,8 +18,14 @@ from pathlib import Path
 
 import torch
 
-from gac_pipeline.configs import (TERRAMIND_CROSS_ATTN_TARGETS, PipelineConfig, Stage1Config, Stage2Config,
-                                  Stage3Config, TerraMindSpec)
+from gac_pipeline.configs import (
+    TERRAMIND_CROSS_ATTN_TARGETS,
+    PipelineConfig,
+    Stage1Config,
+    Stage2Config,
+    Stage3Config,
+    TerraMindSpec,
+)
 from gac_pipeline.hub import PIPELINE_CONFIG, sha256
 from gac_pipeline.pipeline import STAGE_DIRS, GACPipeline
 from gac_pipeline.presets import PRESETS_DIR

@@ -17,6 +17,9 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model,
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from gac_pipeline.stages import terramind_common as tm
+from gac_pipeline.stages.heads import PixelDecoder
+
 CONFIG_FILE = "config.json"
 FULL_WEIGHTS = "model.safetensors"
 HEAD_WEIGHTS = "head.safetensors"
@@ -154,3 +157,43 @@ def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path) 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # safetensors refuses shared or non-contiguous storage; cloning also drops tied views.
     return {k: v.detach().contiguous().clone() for k, v in state.items()}
+
+
+class TerraMindStage(Stage):
+    """Stages 1 and 3: a TerraMind encoder + pixel decoder (``regress``) or generator (``generate``).
+
+    Subclasses name their pixel inputs in ``input_modalities``; the decoder's full-resolution
+    path sees all of them.
+    """
+
+    base_name = "terramind"
+    input_modalities: tuple[str, ...]
+
+    def __init__(self, config, terramind: nn.Module, decoder: nn.Module | None = None):
+        super().__init__(config)
+        if config.mode not in ("regress", "generate"):
+            raise ValueError(f"{type(self).__name__} mode must be 'regress' or 'generate', got {config.mode!r}")
+        if config.mode == "regress" and decoder is None:
+            raise ValueError(f"{type(self).__name__} in regress mode needs a pixel decoder")
+        self.terramind = terramind
+        self.decoder = decoder
+
+    @classmethod
+    def build(cls, config) -> TerraMindStage:
+        modalities = list(cls.input_modalities)
+        if config.mode == "generate":
+            stage = cls(config, tm.build_generator_from_spec(config.terramind, input_modalities=modalities,
+                                                              timesteps=config.timesteps))
+        else:
+            encoder = tm.build_encoder_from_spec(config.terramind, modalities=modalities)
+            pixel_channels = sum(tm.INPUT_CHANNELS[m] for m in modalities)
+            decoder = PixelDecoder(tm.encoder_dim(encoder), pixel_channels,
+                                   width=config.decoder_width, blocks=config.decoder_blocks)
+            stage = cls(config, encoder, decoder)
+        if config.lora_rank > 0:
+            stage.lora_config = add_lora(stage.terramind, rank=config.lora_rank, alpha=config.lora_alpha,
+                                         targets=config.lora_targets)
+        return stage
+
+    def _base_is_pretrained(self) -> bool:
+        return self.config.terramind.pretrained

@@ -10,15 +10,13 @@ Two modes:
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from gac_pipeline.configs import Stage1Config
 from gac_pipeline.stages import terramind_common as tm
-from gac_pipeline.stages.base import Stage, add_lora
-from gac_pipeline.stages.heads import PixelDecoder
+from gac_pipeline.stages.base import TerraMindStage
 
 
-class Stage1TerraMind(Stage):
+class Stage1TerraMind(TerraMindStage):
     """S1GRD (dB) -> S2L2A (DN). Components are injected; ``build`` makes them from a config.
 
     Args:
@@ -28,35 +26,7 @@ class Stage1TerraMind(Stage):
     """
 
     config_class = Stage1Config
-    base_name = "terramind"
-
-    def __init__(self, config: Stage1Config, terramind: nn.Module, decoder: PixelDecoder | None = None):
-        super().__init__(config)
-        if config.mode not in ("regress", "generate"):
-            raise ValueError(f"stage 1 mode must be 'regress' or 'generate', got {config.mode!r}")
-        if config.mode == "regress" and decoder is None:
-            raise ValueError("stage 1 regress mode needs a pixel decoder")
-        self.terramind = terramind
-        self.decoder = decoder
-
-    @classmethod
-    def build(cls, config: Stage1Config) -> Stage1TerraMind:
-        spec = config.terramind
-        if config.mode == "generate":
-            generator = tm.build_generator_from_spec(spec, input_modalities=["S1GRD"], timesteps=config.timesteps)
-            stage = cls(config, generator)
-        else:
-            encoder = tm.build_encoder_from_spec(spec, modalities=["S1GRD"])
-            decoder = PixelDecoder(tm.encoder_dim(encoder), pixel_channels=2,
-                                   width=config.decoder_width, blocks=config.decoder_blocks)
-            stage = cls(config, encoder, decoder)
-        if config.lora_rank > 0:
-            stage.lora_config = add_lora(stage.terramind, rank=config.lora_rank, alpha=config.lora_alpha,
-                                         targets=config.lora_targets)
-        return stage
-
-    def _base_is_pretrained(self) -> bool:
-        return self.config.terramind.pretrained
+    input_modalities = ("S1GRD",)
 
     def forward(self, s1_db: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
         """Translate SAR to optical.

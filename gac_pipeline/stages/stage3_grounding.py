@@ -11,15 +11,13 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from gac_pipeline.configs import Stage3Config
 from gac_pipeline.stages import terramind_common as tm
-from gac_pipeline.stages.base import Stage, add_lora
-from gac_pipeline.stages.heads import PixelDecoder
+from gac_pipeline.stages.base import TerraMindStage
 
 
-class Stage3Grounding(Stage):
+class Stage3Grounding(TerraMindStage):
     """(S1GRD dB, opt_v2 DN) -> opt_v3 DN.
 
     Args:
@@ -29,36 +27,7 @@ class Stage3Grounding(Stage):
     """
 
     config_class = Stage3Config
-    base_name = "terramind"
-
-    def __init__(self, config: Stage3Config, terramind: nn.Module, decoder: PixelDecoder | None = None):
-        super().__init__(config)
-        if config.mode not in ("regress", "generate"):
-            raise ValueError(f"stage 3 mode must be 'regress' or 'generate', got {config.mode!r}")
-        if config.mode == "regress" and decoder is None:
-            raise ValueError("stage 3 regress mode needs a pixel decoder")
-        self.terramind = terramind
-        self.decoder = decoder
-
-    @classmethod
-    def build(cls, config: Stage3Config) -> Stage3Grounding:
-        spec = config.terramind
-        modalities = ["S1GRD", "S2L2A"]
-        if config.mode == "generate":
-            generator = tm.build_generator_from_spec(spec, input_modalities=modalities, timesteps=config.timesteps)
-            stage = cls(config, generator)
-        else:
-            encoder = tm.build_encoder_from_spec(spec, modalities=modalities)
-            decoder = PixelDecoder(tm.encoder_dim(encoder), pixel_channels=2 + 12,
-                                   width=config.decoder_width, blocks=config.decoder_blocks)
-            stage = cls(config, encoder, decoder)
-        if config.lora_rank > 0:
-            stage.lora_config = add_lora(stage.terramind, rank=config.lora_rank, alpha=config.lora_alpha,
-                                         targets=config.lora_targets)
-        return stage
-
-    def _base_is_pretrained(self) -> bool:
-        return self.config.terramind.pretrained
+    input_modalities = ("S1GRD", "S2L2A")
 
     def forward(self, s1_db: torch.Tensor, opt_v2: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
         """Ground opt_v2 in the SAR.

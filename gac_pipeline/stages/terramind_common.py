@@ -24,29 +24,27 @@ from __future__ import annotations
 
 import os
 import random
-import re
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
+import huggingface_hub
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import errors as hf_errors
+from terratorch.models.backbones.terramind.model import terramind_register
+from terratorch.models.backbones.terramind.model.generate import init_full_input_modality
+from terratorch.models.backbones.terramind.model.modality_info import MODALITY_INFO
+from terratorch.models.backbones.terramind.model.tm_utils import LayerNorm
+from terratorch.models.backbones.terramind.tokenizer import tokenizer_register
+from terratorch.models.backbones.terramind.tokenizer.models import vit_models
+from terratorch.models.backbones.terramind.tokenizer.models.unet import unet as unet_models
+from terratorch.registry import BACKBONE_REGISTRY, FULL_MODEL_REGISTRY
 from torch import Tensor, nn
 
 import gac_pipeline  # noqa: F401  (must precede terratorch: fixes torchvision imports)
-
-import huggingface_hub  # noqa: E402
-from huggingface_hub import constants as hf_constants  # noqa: E402
-from huggingface_hub import errors as hf_errors  # noqa: E402
-from terratorch.models.backbones.terramind.model import terramind_register  # noqa: E402
-from terratorch.models.backbones.terramind.model.generate import init_full_input_modality  # noqa: E402
-from terratorch.models.backbones.terramind.model.modality_info import MODALITY_INFO  # noqa: E402
-from terratorch.models.backbones.terramind.model.tm_utils import LayerNorm  # noqa: E402
-from terratorch.models.backbones.terramind.tokenizer import tokenizer_register  # noqa: E402
-from terratorch.models.backbones.terramind.tokenizer.models import vit_models  # noqa: E402
-from terratorch.models.backbones.terramind.tokenizer.models.unet import unet as unet_models  # noqa: E402
-from terratorch.registry import BACKBONE_REGISTRY, FULL_MODEL_REGISTRY  # noqa: E402
 
 __all__ = [
     "PATCH_SIZE",
@@ -85,7 +83,7 @@ S1GRD_MEAN: tuple[float, ...] = tuple(float(v) for v in terramind_register.v1_pr
 S1GRD_STD: tuple[float, ...] = tuple(float(v) for v in terramind_register.v1_pretraining_std["untok_sen1grd@224"])
 
 _S2L2A_TOKENS = "tok_sen2l2a@224"
-_INPUT_CHANNELS = {"S1GRD": 2, "S2L2A": 12}
+INPUT_CHANNELS = {"S1GRD": 2, "S2L2A": 12}
 
 # Smallest generator that exercises the whole generate path (2.4 M params with S1 input, 2.6 M
 # with S1+S2L2A; 1.1 M of them the tokenizer). Untrained: its outputs are noise around the
@@ -396,10 +394,10 @@ def _check_inputs(model: nn.Module, inputs: Mapping[str, Tensor]) -> tuple[int, 
     known = getattr(model, "modalities", SUPPORTED_INPUTS)
     shapes = set()
     for key, value in inputs.items():
-        if key not in _INPUT_CHANNELS or key not in known:
+        if key not in INPUT_CHANNELS or key not in known:
             raise ValueError(f"input {key!r} is not an input modality of this model ({list(known)})")
-        if value.ndim != 4 or value.shape[1] != _INPUT_CHANNELS[key]:
-            raise ValueError(f"{key} must be (B, {_INPUT_CHANNELS[key]}, H, W), got {tuple(value.shape)}")
+        if value.ndim != 4 or value.shape[1] != INPUT_CHANNELS[key]:
+            raise ValueError(f"{key} must be (B, {INPUT_CHANNELS[key]}, H, W), got {tuple(value.shape)}")
         shapes.add((value.shape[0], value.shape[2], value.shape[3]))
     if len(shapes) != 1:
         raise ValueError(f"inputs disagree in batch or size: {sorted(shapes)}")
