@@ -231,3 +231,20 @@ def test_label_says_untrained():
     assert "UNTRAINED" in pipeline.label
     pipeline.config = PipelineConfig(name="x", trained=True)
     assert "UNTRAINED" not in pipeline.label
+
+
+def test_embedded_mini_preset_loads_offline_and_says_untrained(real_pair):
+    from gac_pipeline.presets import load_preset
+
+    pipeline = load_preset("mini")
+    assert "UNTRAINED" in pipeline.label  # until the training milestone replaces its weights
+    out = pipeline(read_s1(real_pair.s1_path).data)
+    assert out.opt_v3.shape == (12, 120, 120) and np.isfinite(out.opt_v3).all()
+
+
+def test_hub_preset_offline_fails_with_one_clear_line():
+    from gac_pipeline.presets import load_preset
+
+    with pytest.raises(RuntimeError, match="not in the local Hugging Face cache") as error:
+        load_preset("hub")
+    assert "\n" not in str(error.value)
