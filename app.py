@@ -1,0 +1,22 @@
+"""Entry point of the GAC Gradio app: Hugging Face Spaces runs ``python app.py``.
+
+``demo`` is built at import time so that Spaces and ``gradio app.py`` (reload mode) find it.
+The UI lives in the ``app`` package next to this file (``app/ui.py``, ``app/handlers.py``).
+"""
+
+import os
+
+from app.ui import build_demo
+
+# The app accepts scenes up to 1024x1024 px: a float32 12-band reference of that size is ~50 MB.
+MAX_FILE_SIZE = "64mb"
+
+# One translation at a time: the models use every CPU core; others wait in a bounded queue.
+demo = build_demo().queue(default_concurrency_limit=1, max_size=16)
+
+if __name__ == "__main__":
+    demo.launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        max_file_size=MAX_FILE_SIZE,
+    )

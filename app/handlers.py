@@ -1,0 +1,378 @@
+"""The app's logic without Gradio: load presets, translate one scene, build images and tables.
+
+Everything here is a plain function that tests can call without a server. User problems
+(a bad file, a preset that cannot load, a wrong option) are raised as :class:`AppError`
+with a one-line message; the UI layer shows it with ``gr.Error``.
+
+Display conventions (fixed, so images compare across stages, tiles and runs):
+
+- Optical RGB composite: R = B04, G = B03, B = B02 (``RGB_BAND_INDICES``), reflectance
+  ``clip(DN / 10000 / 0.3, 0, 1)`` scaled to 0..255, i.e. DN 0..3000 is black..white. The
+  same stretch is used for opt_v1, opt_v2, opt_v3, the reference and the baseline, and it
+  matches the LPIPS stretch in ``gac_pipeline.metrics``. No per-image percentile stretch:
+  that would hide brightness differences between stages.
+- SAR false colour: R = VV over -25..0 dB, G = VH over -32..-5 dB, B = VV - VH over 0..15 dB.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gac_pipeline.bands import RGB_BAND_INDICES, S2L2A_BANDS
+from gac_pipeline.data import BIOMES, DEFAULT_DATA_DIR, PairInfo, evaluation_pairs, list_pairs
+from gac_pipeline.io import InputError, check_same_grid, read_s1, read_s2, write_optical
+from gac_pipeline.metrics import compute_metrics, sar_edge_agreement, to_json_safe
+from gac_pipeline.outputs import STAGE_NAMES
+
+logger = logging.getLogger(__name__)
+
+PRESET_CHOICES = ("mini", "hub")
+STAGE_KEYS = ("1", "2", "3")
+VERSIONS = ("opt_v1", "opt_v2", "opt_v3")
+
+# Largest scene the app accepts (height x width). Three 12-band float32 outputs of 1 MP are
+# ~150 MB in memory; larger scenes belong on the CLI, which streams windows from disk.
+MAX_PIXELS = 1024 * 1024
+
+# Fixed display stretches (see the module docstring).
+RGB_MAX_REFLECTANCE = 0.3
+SAR_STRETCH_DB = {"VV": (-25.0, 0.0), "VH": (-32.0, -5.0), "VV-VH": (0.0, 15.0)}
+
+OUTPUT_PREFIX = "gac_app_"
+OUTPUT_MAX_AGE_S = 3600  # output folders older than this are removed on the next request
+
+TABLE_COLUMNS = ("image", "PSNR (dB)", "SSIM", "SAM (deg)", "SAR-edge", "LPIPS")
+BASELINE_ROW = "mean image (train split)"
+REFERENCE_ROW = "reference (ceiling)"
+
+ProgressCallback = Callable[[float, str], None]
+
+
+class AppError(ValueError):
+    """A problem the user can fix; ``str(error)`` is one line meant to be shown as is."""
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an exception's message (our readers already write one line)."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(preset: str):
+    """Load a pipeline once per preset name; failures raise and are not cached (retry later)."""
+    from gac_pipeline.presets import load_preset  # imports torch and the stages: keep it lazy
+
+    return load_preset(preset)
+
+
+def load_pipeline(preset: str):
+    """Load (once) the pipeline behind a preset name, folder or ``repo@revision``.
+
+    Args:
+        preset: "mini", "hub", or anything ``gac_pipeline.presets.load_preset`` accepts.
+
+    Returns:
+        ``(pipeline, None)`` on success, ``(None, message)`` when it cannot load, e.g. "hub"
+        without the Hub or a filled cache. The message is one line.
+    """
+    try:
+        return _load_cached(str(preset)), None
+    except Exception as error:  # noqa: BLE001  (any load failure becomes a message, never a crash)
+        logger.warning("preset %r failed to load: %s", preset, error)
+        return None, f"preset '{preset}' could not be loaded: {one_line(error)}"
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def rgb_composite(dn: np.ndarray) -> np.ndarray:
+    """True-colour uint8 image (H, W, 3) of a (12, H, W) S2L2A DN array, fixed stretch.
+
+    R = B04, G = B03, B = B02; ``clip(DN / 10000 / 0.3, 0, 1) * 255``. NaN (nodata) is black.
+    """
+    rgb = np.asarray(dn, dtype=np.float32)[list(RGB_BAND_INDICES)] / 10000.0 / RGB_MAX_REFLECTANCE
+    rgb = np.clip(np.nan_to_num(rgb, nan=0.0), 0.0, 1.0)
+    return np.round(rgb * 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def sar_false_colour(s1_db: np.ndarray) -> np.ndarray:
+    """False-colour uint8 image (H, W, 3) of (2, H, W) VV, VH in dB, fixed dB stretch.
+
+    R = VV (-25..0 dB), G = VH (-32..-5 dB), B = VV - VH (0..15 dB).
+    """
+    vv, vh = np.asarray(s1_db, dtype=np.float32)
+    channels = []
+    for values, (low, high) in zip((vv, vh, vv - vh), SAR_STRETCH_DB.values(), strict=True):
+        scaled = np.clip(np.nan_to_num((values - low) / (high - low), nan=0.0), 0.0, 1.0)
+        channels.append(np.round(scaled * 255).astype(np.uint8))
+    return np.stack(channels, axis=-1)
+
+
+# ----------------------------------------------------------------------------- baseline
+
+
+@functools.lru_cache(maxsize=2)
+def training_mean(data_dir: str = str(DEFAULT_DATA_DIR)) -> np.ndarray:
+    """Per-band mean DN (12,) over every pixel of the training split's S2 tiles.
+
+    The "mean image" baseline paints this constant spectrum everywhere: a model that cannot
+    beat it has learned nothing about the scene.
+
+    Raises:
+        AppError: the folder has no training pairs with an S2 tile.
+    """
+    sums, count = np.zeros(len(S2L2A_BANDS)), 0
+    for pair in list_pairs(data_dir, "train"):
+        if pair.s2_path is None:
+            continue
+        optical = read_s2(pair.s2_path)
+        valid = optical.valid_mask if optical.valid_mask is not None else np.ones(optical.data.shape[1:], bool)
+        sums += optical.data[:, valid].sum(axis=1)
+        count += int(valid.sum())
+    if count == 0:
+        raise AppError(f"no training-split S2 tiles under {data_dir}: cannot build the mean-image baseline")
+    return (sums / count).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- metrics table
+
+
+def _cell(value: float | None, digits: int, missing: str) -> float | str:
+    """A rounded number, or "n/a (...)" when there is none or it is not finite."""
+    if value is None:
+        return f"n/a ({missing})"
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a (undefined: no edges or no valid pixels)"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf (identical)" if value > 0 else "-inf"
+    return round(float(value), digits)
+
+
+def _metric_row(name: str, metrics: dict, has_reference: bool) -> list:
+    no_ref = "no reference"
+    lpips_reason = metrics.get("lpips_reason") or "not computed"
+    if not has_reference:
+        lpips_reason = no_ref
+    return [
+        name,
+        _cell(metrics["psnr"], 2, no_ref),
+        _cell(metrics["ssim"], 3, no_ref),
+        _cell(metrics["sam_deg"], 2, no_ref),
+        _cell(metrics["sar_edge"], 3, "not computed"),
+        _cell(metrics["lpips"], 3, lpips_reason),
+    ]
+
+
+def metrics_table(rows: list[list]) -> pd.DataFrame:
+    """Rows as a DataFrame; mixed number/text columns are kept as objects for display."""
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS), dtype=object)
+
+
+# ----------------------------------------------------------------------------- translate
+
+
+def _check_options(month, biome, seed, stages) -> tuple[int | None, str, int, tuple[str, ...]]:
+    """Validate the form values; month 0/None means "from the file"."""
+    try:
+        month = int(month or 0)
+        seed = int(seed or 0)
+    except (TypeError, ValueError) as error:
+        raise AppError(f"month and seed must be whole numbers: {one_line(error)}") from None
+    if not 0 <= month <= 12:
+        raise AppError(f"month must be 1..12, or 0 to read it from the file; got {month}")
+    biome = biome or "unknown"
+    if biome not in BIOMES:
+        raise AppError(f"unknown biome '{biome}'; choose one of {', '.join(BIOMES)}")
+    stages = tuple(sorted(str(s).strip() for s in (stages or ())))
+    if "1" not in stages:
+        raise AppError("stage 1 must run: it is the only stage that turns SAR into optical")
+    unknown = sorted(set(stages) - set(STAGE_KEYS))
+    if unknown:
+        raise AppError(f"unknown stage(s) {', '.join(unknown)}; choose from 1, 2, 3")
+    return month or None, biome, seed, stages
+
+
+def cleanup_old_outputs(max_age_s: float = OUTPUT_MAX_AGE_S) -> None:
+    """Remove this app's output folders in the temp dir that are older than ``max_age_s``."""
+    cutoff = time.time() - max_age_s
+    for folder in Path(tempfile.gettempdir()).glob(f"{OUTPUT_PREFIX}*"):
+        try:
+            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # another worker may have removed it first
+
+
+def translate(
+    s1_path: str | Path | None,
+    reference_path: str | Path | None = None,
+    preset: str = "mini",
+    month: int | None = 0,
+    biome: str | None = "unknown",
+    seed: int | None = 0,
+    stages: Sequence[str] = STAGE_KEYS,
+    *,
+    units: str | None = None,
+    out_dir: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+    data_dir: str | Path = DEFAULT_DATA_DIR,
+) -> dict:
+    """Translate one SAR GeoTIFF and score every stage.
+
+    Args:
+        s1_path: Sentinel-1 GRD GeoTIFF (VV, VH in dB, or with linear units in its metadata).
+        reference_path: Optional real Sentinel-2 L2A GeoTIFF on the same grid.
+        preset: "mini", "hub", a checkpoint folder or ``repo@revision``.
+        month: 1..12, or 0/None to use the acquisition month from the file (if any).
+        biome: One of ``BIOMES``.
+        seed: Random seed (generate-mode stages sample tokens).
+        stages: Stages to run, e.g. ("1", "3"); a skipped stage passes its input through.
+        units: SAR units, "db" or "linear" (power, converted to dB); None reads them from the
+            file's metadata (dB when it says nothing).
+        out_dir: Folder for the GeoTIFFs; default a fresh temporary folder.
+        progress: Optional callback ``(fraction, description)``.
+        data_dir: Dataset folder whose training split gives the mean-image baseline.
+
+    Returns:
+        A dict with ``images`` (name -> uint8 (H, W, 3): "sar", "opt_v1", "opt_v2",
+        "opt_v3", "reference" or None, "mean image"), ``table`` (DataFrame: one row per stage,
+        the baseline and, with a reference, the reference ceiling), ``files`` (GeoTIFF
+        and metrics.json paths), ``label``, ``trained``, ``month``, ``notes`` and
+        ``timings_s`` (per stage, plus the total including reading, loading and scoring).
+
+    Raises:
+        AppError: a bad file, option or preset; the message is one line.
+    """
+    report = progress or (lambda fraction, description: None)
+    if not s1_path:
+        raise AppError("upload a Sentinel-1 GeoTIFF (2 bands: VV, VH in dB)")
+    month, biome, seed, stages = _check_options(month, biome, seed, stages)
+    started = time.perf_counter()
+
+    # Validate every input before any model work, so a bad reference costs nothing.
+    report(0.05, "reading inputs")
+    try:
+        sar = read_s1(s1_path, units=units, max_pixels=MAX_PIXELS)
+        reference = read_s2(reference_path, max_pixels=MAX_PIXELS) if reference_path else None
+        if reference is not None:
+            check_same_grid(sar, reference, s1_path, reference_path)
+    except InputError as error:
+        raise AppError(one_line(error)) from None
+    month = month if month is not None else sar.month
+
+    report(0.15, f"loading preset {preset}")
+    pipeline, message = load_pipeline(preset)
+    if pipeline is None:
+        raise AppError(message)
+
+    report(0.3, "running the pipeline")
+    try:
+        # progress=True: scenes over one tile show a tqdm bar over windows (the UI tracks tqdm).
+        output = pipeline(sar.data, month=month, biome=biome, seed=seed, stages=stages, progress=True)
+    except ValueError as error:
+        raise AppError(one_line(error)) from None
+    versions = output.versions()
+
+    report(0.7, "writing GeoTIFFs")
+    cleanup_old_outputs()
+    out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix=OUTPUT_PREFIX))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, dn in versions.items():
+        path = out_dir / f"{name}.tif"
+        write_optical(path, dn, sar.profile, valid_mask=sar.valid_mask)  # input's CRS/transform
+        files.append(path)
+
+    report(0.8, "scoring")
+    target = None if reference is None else reference.data
+    baseline = np.broadcast_to(training_mean(str(data_dir))[:, None, None], (len(S2L2A_BANDS), *sar.data.shape[1:]))
+    scores = {name: compute_metrics(dn, sar.data, target, valid_mask=sar.valid_mask)
+              for name, dn in versions.items()}
+    scores[BASELINE_ROW] = compute_metrics(np.ascontiguousarray(baseline), sar.data, target,
+                                           valid_mask=sar.valid_mask)
+    rows = [_metric_row(name, scores[name], target is not None) for name in (*VERSIONS, BASELINE_ROW)]
+    if reference is not None:
+        reference_edge = sar_edge_agreement(reference.data, sar.data)
+        rows.append([REFERENCE_ROW, "—", "—", "—", _cell(reference_edge, 3, "not computed"), "—"])
+    else:
+        reference_edge = None
+
+    notes = list(sar.notes) + (list(reference.notes) if reference is not None else []) + list(output.notes)
+    if month is None:
+        notes.append("month unknown (not in the file's metadata or name): month conditioning off")
+    timings = {f"{key} {STAGE_NAMES[key]}": seconds for key, seconds in output.timings_s.items()}
+    timings["total (with reading, loading, scoring)"] = time.perf_counter() - started
+
+    metrics_path = out_dir / "metrics.json"
+    metrics_path.write_text(json.dumps(to_json_safe({
+        "pipeline": pipeline.label, "trained": pipeline.config.trained, "input": Path(s1_path).name,
+        "reference": Path(reference_path).name if reference_path else None, "month": month,
+        "biome": biome, "seed": seed, "stages_run": list(stages), "notes": notes, "timings_s": timings,
+        "scores": scores, "reference_sar_edge": reference_edge,
+    }), indent=2) + "\n")
+    files.append(metrics_path)
+
+    report(0.95, "building images")
+    images = {"sar": sar_false_colour(sar.data)}
+    images.update({name: rgb_composite(dn) for name, dn in versions.items()})
+    images["reference"] = rgb_composite(reference.data) if reference is not None else None
+    images[BASELINE_ROW] = rgb_composite(baseline)
+    return {
+        "images": images,
+        "table": metrics_table(rows),
+        "files": [str(path) for path in files],
+        "label": pipeline.label,
+        "trained": bool(pipeline.config.trained),
+        "month": month,
+        "biome": biome,
+        "stages": stages,
+        "notes": notes,
+        "timings_s": timings,
+    }
+
+
+def summary_markdown(result: dict) -> str:
+    """Pipeline label (a loud warning when untrained), timings and notes as Markdown."""
+    lines = []
+    if not result["trained"]:
+        lines.append(f"### ⚠️ {result['label']}\n\nThese weights are **not trained**: the images show "
+                     "what the stages do, not what GAC will produce. Compare with the mean-image baseline.")
+    else:
+        lines.append(f"### {result['label']}")
+    month = result["month"] if result["month"] is not None else "unknown"
+    lines.append(f"month: {month} · biome: {result['biome']} · stages run: {', '.join(result['stages'])}")
+    timings = " · ".join(f"{name}: {seconds:.2f} s" for name, seconds in result["timings_s"].items())
+    lines.append(f"**Timings** — {timings}")
+    if result["notes"]:
+        lines.append("**Notes**\n" + "\n".join(f"- {note}" for note in result["notes"]))
+    lines.append("PSNR, SSIM, SAM on bands B02, B03, B04, B08; SAR-edge: higher = optical edges where the "
+                 "SAR's are (the reference row is the ceiling). RGB panels: B04/B03/B02, DN 0..3000 fixed stretch.")
+    return "\n\n".join(lines)
+
+
+def example_pairs(count: int = 3, data_dir: str | Path = DEFAULT_DATA_DIR) -> list[PairInfo]:
+    """A few bundled test-split pairs with a CRS and a reference, of different biomes first."""
+    pairs = [p for p in evaluation_pairs(data_dir) if p.s2_path is not None]
+    pairs.sort(key=lambda p: (p.source != "BENv2", p.name))  # georeferenced (BENv2) tiles first
+    chosen, biomes = [], set()
+    for pair in pairs:
+        if pair.biome not in biomes:
+            chosen.append(pair)
+            biomes.add(pair.biome)
+    chosen += [p for p in pairs if p not in chosen]
+    return chosen[:count]

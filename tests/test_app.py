@@ -1,0 +1,190 @@
+"""The Gradio app: handlers as plain functions, then the real server driven by gradio_client."""
+
+import socket
+
+import numpy as np
+import pytest
+
+from app import handlers
+from tests import bad_inputs
+
+STAGES = ("opt_v1", "opt_v2", "opt_v3")
+
+
+@pytest.fixture(scope="module")
+def tiny_preset(saved_tiny_pipeline):
+    return str(saved_tiny_pipeline)
+
+
+@pytest.fixture(scope="module")
+def with_reference(real_pair, tiny_preset, tmp_path_factory):
+    return handlers.translate(real_pair.s1_path, real_pair.s2_path, tiny_preset, month=0,
+                              biome=real_pair.biome, seed=0, out_dir=tmp_path_factory.mktemp("out"))
+
+
+def _row(table, name):
+    return table.set_index("image").loc[name]
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+def test_translate_with_reference_scores_every_stage_and_baseline(with_reference, real_pair):
+    table = with_reference["table"]
+    assert list(table["image"]) == [*STAGES, handlers.BASELINE_ROW, handlers.REFERENCE_ROW]
+    for name in (*STAGES, handlers.BASELINE_ROW):
+        row = _row(table, name)
+        for column in ("PSNR (dB)", "SSIM", "SAM (deg)"):
+            assert isinstance(row[column], float), (name, column, row[column])
+        assert str(row["LPIPS"]).startswith("n/a (") or isinstance(row["LPIPS"], float)
+    assert isinstance(_row(table, handlers.REFERENCE_ROW)["SAR-edge"], float)
+    # The baseline is a constant image: no edges, so its SAR-edge score is undefined, not made up.
+    assert str(_row(table, handlers.BASELINE_ROW)["SAR-edge"]).startswith("n/a")
+    assert with_reference["month"] == real_pair.month  # month 0 = taken from the file
+    assert "UNTRAINED" in with_reference["label"]
+    assert "UNTRAINED" in handlers.summary_markdown(with_reference)
+
+
+def test_translate_writes_georeferenced_geotiffs(with_reference, real_pair):
+    import rasterio
+
+    tifs = [p for p in with_reference["files"] if p.endswith(".tif")]
+    assert [p.rsplit("/", 1)[1] for p in tifs] == [f"{name}.tif" for name in STAGES]
+    with rasterio.open(real_pair.s1_path) as source, rasterio.open(tifs[-1]) as written:
+        assert written.count == 12 and written.crs == source.crs and written.transform == source.transform
+    assert any(p.endswith("metrics.json") for p in with_reference["files"])
+
+
+def test_translate_without_reference_says_na(real_pair, tiny_preset, tmp_path):
+    result = handlers.translate(real_pair.s1_path, None, tiny_preset, out_dir=tmp_path)
+    table = result["table"]
+    assert handlers.REFERENCE_ROW not in set(table["image"])
+    assert result["images"]["reference"] is None
+    for name in STAGES:
+        row = _row(table, name)
+        assert row["PSNR (dB)"] == row["SSIM"] == row["LPIPS"] == "n/a (no reference)"
+        assert isinstance(row["SAR-edge"], float)  # reference-free, always scored
+
+
+def test_composites_use_one_fixed_stretch(with_reference, real_pair, tiny_preset, tmp_path):
+    again = handlers.translate(real_pair.s1_path, real_pair.s2_path, tiny_preset, biome=real_pair.biome,
+                               out_dir=tmp_path)
+    for name in ("sar", *STAGES, "reference"):
+        image = again["images"][name]
+        assert image.dtype == np.uint8 and image.shape[2] == 3
+        np.testing.assert_array_equal(image, with_reference["images"][name])
+    # Fixed, not per-image: a dark and a bright copy of a tile are not stretched to look alike.
+    dn = np.full((12, 4, 4), 1500.0, np.float32)
+    assert handlers.rgb_composite(dn).max() == 128 and handlers.rgb_composite(dn * 2).min() == 255
+    assert handlers.rgb_composite(dn)[0, 0].tolist() == [128, 128, 128]
+
+
+@pytest.mark.parametrize("writer, expected", [
+    (bad_inputs.write_not_a_tiff, "not_a_tiff.tif"),
+    (bad_inputs.write_sar_bands, "sar_3_bands.tif"),
+    (bad_inputs.write_truncated, "truncated.tif"),
+    (bad_inputs.write_all_nan, "all_nan.tif"),
+])
+def test_bad_sar_gives_one_line_message(writer, expected, tmp_path, tiny_preset):
+    with pytest.raises(handlers.AppError) as caught:
+        handlers.translate(writer(tmp_path), None, tiny_preset, out_dir=tmp_path / "out")
+    message = str(caught.value)
+    assert expected in message and "\n" not in message
+
+
+def test_reference_on_another_grid_is_refused(tmp_path, tiny_preset):
+    sar = bad_inputs.write_raster(tmp_path / "sar.tif", bad_inputs.sar_db())
+    for reference in (bad_inputs.write_s2_wrong_size(tmp_path), bad_inputs.write_s2_other_crs(tmp_path)):
+        with pytest.raises(handlers.AppError, match="expected the same grid"):
+            handlers.translate(sar, reference, tiny_preset, out_dir=tmp_path / "out")
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({"month": 13}, "month must be"),
+    ({"biome": "jungle"}, "unknown biome"),
+    ({"stages": ["2", "3"]}, "stage 1 must run"),
+    ({"preset": "/no/such/preset"}, "could not be loaded"),
+])
+def test_bad_options_give_one_line_message(options, expected, real_pair, tiny_preset, tmp_path):
+    kwargs = {"preset": tiny_preset, "out_dir": tmp_path} | options
+    with pytest.raises(handlers.AppError, match=expected) as caught:
+        handlers.translate(real_pair.s1_path, **kwargs)
+    assert "\n" not in str(caught.value)
+
+
+def test_linear_sar_needs_units(tmp_path, tiny_preset):
+    path = bad_inputs.write_linear_no_units(tmp_path)
+    with pytest.raises(handlers.AppError, match="linear power"):
+        handlers.translate(path, None, tiny_preset, out_dir=tmp_path / "a")
+    result = handlers.translate(path, None, tiny_preset, units="linear", out_dir=tmp_path / "b")
+    assert any("converted linear power to dB" in note for note in result["notes"])
+
+
+def test_failed_preset_is_a_message_not_an_exception():
+    pipeline, message = handlers.load_pipeline("/no/such/preset")
+    assert pipeline is None and message.startswith("preset '/no/such/preset' could not be loaded")
+
+
+def test_skipped_stage_passes_through(real_pair, tiny_preset, tmp_path):
+    result = handlers.translate(real_pair.s1_path, None, tiny_preset, stages=["1", "3"], out_dir=tmp_path)
+    np.testing.assert_array_equal(result["images"]["opt_v1"], result["images"]["opt_v2"])
+    assert any("stage 2" in note and "skipped" in note for note in result["notes"])
+
+
+def test_training_mean_is_from_the_train_split():
+    mean = handlers.training_mean()
+    assert mean.shape == (12,) and np.all((mean > 0) & (mean < 10000))
+
+
+# ----------------------------------------------------------------------------- server
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client(tiny_preset):
+    from gradio_client import Client
+
+    from app.ui import build_demo
+
+    demo = build_demo(presets=("mini", tiny_preset)).queue(default_concurrency_limit=1, max_size=8)
+    port = _free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
+                max_file_size="64mb")
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+    finally:
+        demo.close()
+
+
+def _call(client, s1, reference=None, preset="mini"):
+    from gradio_client import handle_file
+
+    from app.ui import SLIDER_CHOICES
+
+    reference = handle_file(str(reference)) if reference else None
+    return client.predict(handle_file(str(s1)), reference, preset, 0, "unknown", 0, ["1", "2", "3"],
+                          next(iter(SLIDER_CHOICES)), api_name="/translate")
+
+
+def test_server_translates_and_recovers_from_bad_file(client, real_pair, tiny_preset, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    outputs = _call(client, real_pair.s1_path, real_pair.s2_path)
+    sar, v1, v2, v3, reference, slider, table, summary, files = outputs[:9]
+    assert all(image is not None for image in (sar, v1, v2, v3, reference, slider))
+    assert table["headers"][0] == "image" and len(table["data"]) == 5
+    assert isinstance(table["data"][0][1], float)  # PSNR of opt_v1
+    assert "UNTRAINED" in summary
+    assert len(files) == 4
+
+    with pytest.raises(AppError, match="sar_3_bands.tif"):
+        _call(client, bad_inputs.write_sar_bands(tmp_path))
+    # The server is still healthy: a good request right after succeeds.
+    again = _call(client, real_pair.s1_path, preset=tiny_preset)
+    assert again[1] is not None and again[4] is None  # opt_v1 image, no reference panel
+    assert again[6]["data"][0][1] == "n/a (no reference)"
