@@ -1,0 +1,80 @@
+"""Stage-1 training script: 2 steps on the bundled tiles, loadable output, log, resume."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from gac_pipeline.configs import PipelineConfig
+from gac_pipeline.data import DEFAULT_DATA_DIR, PairDataset, list_pairs
+from gac_pipeline.pipeline import GACPipeline
+from training import common, train_stage1
+
+SMOKE = ["--data", str(DEFAULT_DATA_DIR), "--batch-size", "2", "--crop", "32", "--eval-every", "1",
+         "--max-val-tiles", "2"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "stage1"
+    summary = train_stage1.main([*SMOKE, "--out", str(out), "--max-steps", "2"])
+    return out, summary
+
+
+def test_output_is_a_loadable_pipeline(trained):
+    out, summary = trained
+    pipeline = GACPipeline.from_pretrained(out)
+    assert pipeline.stage1.config.trained
+    assert not pipeline.config.trained  # stages 2/3 are untrained: the label must say so
+    assert "stage 1 trained on" in pipeline.config.description and "not trained" in pipeline.config.description
+    pair = list_pairs(DEFAULT_DATA_DIR, "validation")[0]
+    item = PairDataset([pair])[0]
+    result = pipeline(item["s1"].numpy())
+    for image in (result.opt_v1, result.opt_v2, result.opt_v3):
+        assert image.shape == (12, 120, 120)
+        assert np.isfinite(image).all()
+    assert summary["steps"] == 2 and summary["val_tiles"] == 2
+    assert np.isfinite(summary["val_psnr"]) and np.isfinite(summary["baseline_psnr"])
+
+
+def test_log_and_checkpoint(trained):
+    out, _ = trained
+    work = out.parent / f"{out.name}_train"
+    with open(work / common.LOG_FILE) as file:
+        rows = list(csv.DictReader(file))
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    assert all(r["train_loss"] and r["val_psnr"] and r["val_ssim"] for r in rows)
+    state = common.load_checkpoint(work / common.CHECKPOINT_FILE)  # weights_only=True
+    assert state["step"] == 2 and set(state) >= {"model", "optimizer", "scheduler", "best_model"}
+    assert not list(out.rglob("*.pt"))  # pipeline folders refuse pickles
+
+
+def test_resume_continues_from_saved_step(trained, tmp_path):
+    out, _ = trained
+    work = out.parent / f"{out.name}_train"
+    summary = train_stage1.main([*SMOKE, "--out", str(out), "--max-steps", "3", "--resume"])
+    assert summary["steps"] == 3
+    with open(work / common.LOG_FILE) as file:
+        assert [int(r["step"]) for r in csv.DictReader(file)] == [1, 2, 3]
+    assert common.load_checkpoint(work / common.CHECKPOINT_FILE)["step"] == 3
+
+
+def test_augment_keeps_pairs_aligned():
+    generator = common.seed_all(0)
+    base = torch.arange(2 * 8 * 8, dtype=torch.float32).view(2, 8, 8)
+    for _ in range(10):
+        a, b = common.augment([base[:1], base * 10], 4, generator)
+        assert a.shape == (1, 4, 4) and b.shape == (2, 4, 4)
+        assert torch.equal(a[0] * 10, b[0])  # same crop, rotation and flip on both
+
+
+def test_test_split_is_refused():
+    with pytest.raises(ValueError, match="training reads only"):
+        common.load_split(DEFAULT_DATA_DIR, "test")
+
+
+def test_description_keeps_label_honest(trained):
+    out, _ = trained
+    config = PipelineConfig.load(out / "pipeline_config.json")
+    assert config.trained is False and config.name == "GAC-mini"
