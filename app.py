@@ -1,7 +1,9 @@
 """Entry point of the GAC Gradio app: Hugging Face Spaces runs ``python app.py``.
 
 ``demo`` is built at import time so that Spaces and ``gradio app.py`` (reload mode) find it.
-The UI lives in the ``app`` package next to this file (``app/ui.py``, ``app/handlers.py``).
+Building it reads local files only (bundled examples, ``eval/results/``): no model is loaded
+and nothing is downloaded until a request needs it. The UI lives in the ``app`` package next
+to this file (``app/ui.py``, ``app/handlers.py``, ``app/evaluation.py``).
 """
 
 import os

@@ -22,6 +22,7 @@ import logging
 import math
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,6 +42,9 @@ PRESET_CHOICES = ("mini", "hub")
 STAGE_KEYS = ("1", "2", "3")
 VERSIONS = ("opt_v1", "opt_v2", "opt_v3")
 
+# Diffusion steps a user may ask of TerraMind's generate mode: each step decodes every token again.
+MAX_TIMESTEPS = 50
+
 # Largest scene the app accepts (height x width). Three 12-band float32 outputs of 1 MP are
 # ~150 MB in memory; larger scenes belong on the CLI, which streams windows from disk.
 MAX_PIXELS = 1024 * 1024
@@ -54,7 +58,7 @@ OUTPUT_MAX_AGE_S = 3600  # output folders older than this are removed on the nex
 
 TABLE_COLUMNS = ("image", "PSNR (dB)", "SSIM", "SAM (deg)", "SAR-edge", "LPIPS")
 BASELINE_ROW = "mean image (train split)"
-REFERENCE_ROW = "reference (ceiling)"
+REFERENCE_ROW = "reference (real optical)"
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -72,12 +76,23 @@ def one_line(error: BaseException) -> str:
 # ----------------------------------------------------------------------------- presets
 
 
-@functools.lru_cache(maxsize=4)
-def _load_cached(preset: str):
-    """Load a pipeline once per preset name; failures raise and are not cached (retry later)."""
+_LOAD_LOCK = threading.Lock()  # two requests for one preset must not both start the (slow) load
+
+
+@functools.cache
+def _load_outcome(preset: str) -> tuple[object | None, str | None]:
+    """Load a preset once per process; a failure is remembered too.
+
+    An offline "hub" takes seconds to fail; remembering the failure makes every later choice of
+    it answer at once. The dropdown bounds the presets, so the cache stays small.
+    """
     from gac_pipeline.presets import load_preset  # imports torch and the stages: keep it lazy
 
-    return load_preset(preset)
+    try:
+        return load_preset(preset), None
+    except Exception as error:  # noqa: BLE001  (any load failure becomes a message, never a crash)
+        logger.warning("preset %r failed to load: %s", preset, error)
+        return None, f"preset '{preset}' could not be loaded (not retried until the app restarts): {one_line(error)}"
 
 
 def load_pipeline(preset: str):
@@ -88,13 +103,37 @@ def load_pipeline(preset: str):
 
     Returns:
         ``(pipeline, None)`` on success, ``(None, message)`` when it cannot load, e.g. "hub"
-        without the Hub or a filled cache. The message is one line.
+        without the Hub or a filled cache. The message is one line. Both outcomes are cached
+        for the process lifetime.
     """
+    with _LOAD_LOCK:
+        return _load_outcome(str(preset))
+
+
+def preset_timesteps(preset: str) -> tuple[int, bool | None]:
+    """The preset's diffusion steps and whether any stage runs in generate mode, from its configs.
+
+    Reads the stage ``config.json`` files only (no weights, no network), so the UI can show the
+    default as soon as a preset is chosen.
+
+    Returns:
+        ``(timesteps, uses_generate)``; ``uses_generate`` is None (and the steps the config
+        default) when the preset's files are not local, e.g. a Hub repo id.
+    """
+    from gac_pipeline.configs import Stage1Config, Stage3Config
+    from gac_pipeline.presets import preset_location
+
+    location, _ = preset_location(str(preset))
+    paths = [(Path(location) / folder / "config.json", config_class)
+             for folder, config_class in (("stage1", Stage1Config), ("stage3", Stage3Config))]
+    if not all(path.is_file() for path, _ in paths):
+        return Stage1Config().timesteps, None
     try:
-        return _load_cached(str(preset)), None
-    except Exception as error:  # noqa: BLE001  (any load failure becomes a message, never a crash)
-        logger.warning("preset %r failed to load: %s", preset, error)
-        return None, f"preset '{preset}' could not be loaded: {one_line(error)}"
+        configs = [config_class.load(path) for path, config_class in paths]
+    except (OSError, ValueError, TypeError):  # a broken config fails properly when the preset loads
+        return Stage1Config().timesteps, None
+    generators = [config for config in configs if config.mode == "generate"]
+    return (generators or configs)[0].timesteps, bool(generators)
 
 
 # ----------------------------------------------------------------------------- images
@@ -207,6 +246,19 @@ def _check_options(month, biome, seed, stages) -> tuple[int | None, str, int, tu
     return month or None, biome, seed, stages
 
 
+def _check_timesteps(timesteps) -> int | None:
+    """None/empty keeps the preset's steps; otherwise a whole number 1..MAX_TIMESTEPS."""
+    if timesteps is None or timesteps == "":
+        return None
+    try:
+        value = float(timesteps)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (value.is_integer() and 1 <= value <= MAX_TIMESTEPS):
+        raise AppError(f"timesteps must be a whole number from 1 to {MAX_TIMESTEPS}; got {timesteps}")
+    return int(value)
+
+
 def cleanup_old_outputs(max_age_s: float = OUTPUT_MAX_AGE_S) -> None:
     """Remove this app's output folders in the temp dir that are older than ``max_age_s``."""
     cutoff = time.time() - max_age_s
@@ -228,6 +280,7 @@ def translate(
     stages: Sequence[str] = STAGE_KEYS,
     *,
     units: str | None = None,
+    timesteps: int | None = None,
     out_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
     data_dir: str | Path = DEFAULT_DATA_DIR,
@@ -244,6 +297,8 @@ def translate(
         stages: Stages to run, e.g. ("1", "3"); a skipped stage passes its input through.
         units: SAR units, "db" or "linear" (power, converted to dB); None reads them from the
             file's metadata (dB when it says nothing).
+        timesteps: Diffusion steps of the TerraMind generate-mode stages (1..50) for this run;
+            None keeps the preset's. Regress-mode stages (the ``mini`` preset) ignore it.
         out_dir: Folder for the GeoTIFFs; default a fresh temporary folder.
         progress: Optional callback ``(fraction, description)``.
         data_dir: Dataset folder whose training split gives the mean-image baseline.
@@ -252,8 +307,9 @@ def translate(
         A dict with ``images`` (name -> uint8 (H, W, 3): "sar", "opt_v1", "opt_v2",
         "opt_v3", "reference" or None, "mean image"), ``table`` (DataFrame: one row per stage,
         the baseline and, with a reference, the reference ceiling), ``files`` (GeoTIFF
-        and metrics.json paths), ``label``, ``trained``, ``month``, ``notes`` and
-        ``timings_s`` (per stage, plus the total including reading, loading and scoring).
+        and metrics.json paths), ``label``, ``trained``, ``month``, ``timesteps`` (the steps
+        the generate-mode stages used, None without such a stage), ``notes`` and ``timings_s``
+        (per stage, plus the total including reading, loading and scoring).
 
     Raises:
         AppError: a bad file, option or preset; the message is one line.
@@ -262,6 +318,7 @@ def translate(
     if not s1_path:
         raise AppError("upload a Sentinel-1 GeoTIFF (2 bands: VV, VH in dB)")
     month, biome, seed, stages = _check_options(month, biome, seed, stages)
+    timesteps = _check_timesteps(timesteps)
     started = time.perf_counter()
 
     # Validate every input before any model work, so a bad reference costs nothing.
@@ -283,10 +340,14 @@ def translate(
     report(0.3, "running the pipeline")
     try:
         # progress=True: scenes over one tile show a tqdm bar over windows (the UI tracks tqdm).
-        output = pipeline(sar.data, month=month, biome=biome, seed=seed, stages=stages, progress=True)
+        output = pipeline(sar.data, month=month, biome=biome, seed=seed, stages=stages, progress=True,
+                          timesteps=timesteps)
     except ValueError as error:
         raise AppError(one_line(error)) from None
     versions = output.versions()
+    generators = [stage for key, stage in (("1", pipeline.stage1), ("3", pipeline.stage3))
+                  if key in stages and stage.config.mode == "generate"]
+    steps_used = (timesteps or generators[0].config.timesteps) if generators else None
 
     report(0.7, "writing GeoTIFFs")
     cleanup_old_outputs()
@@ -322,7 +383,8 @@ def translate(
     metrics_path.write_text(json.dumps(to_json_safe({
         "pipeline": pipeline.label, "trained": pipeline.config.trained, "input": Path(s1_path).name,
         "reference": Path(reference_path).name if reference_path else None, "month": month,
-        "biome": biome, "seed": seed, "stages_run": list(stages), "notes": notes, "timings_s": timings,
+        "biome": biome, "seed": seed, "stages_run": list(stages), "timesteps": steps_used, "notes": notes,
+        "timings_s": timings,
         "scores": scores, "reference_sar_edge": reference_edge,
     }), indent=2) + "\n")
     files.append(metrics_path)
@@ -341,6 +403,7 @@ def translate(
         "month": month,
         "biome": biome,
         "stages": stages,
+        "timesteps": steps_used,
         "notes": notes,
         "timings_s": timings,
     }
@@ -355,13 +418,15 @@ def summary_markdown(result: dict) -> str:
     else:
         lines.append(f"### {result['label']}")
     month = result["month"] if result["month"] is not None else "unknown"
-    lines.append(f"month: {month} · biome: {result['biome']} · stages run: {', '.join(result['stages'])}")
+    steps = f" · diffusion timesteps: {result['timesteps']}" if result["timesteps"] else ""
+    lines.append(f"month: {month} · biome: {result['biome']} · stages run: {', '.join(result['stages'])}{steps}")
     timings = " · ".join(f"{name}: {seconds:.2f} s" for name, seconds in result["timings_s"].items())
     lines.append(f"**Timings** — {timings}")
     if result["notes"]:
         lines.append("**Notes**\n" + "\n".join(f"- {note}" for note in result["notes"]))
-    lines.append("PSNR, SSIM, SAM on bands B02, B03, B04, B08; SAR-edge: higher = optical edges where the "
-                 "SAR's are (the reference row is the ceiling). RGB panels: B04/B03/B02, DN 0..3000 fixed stretch.")
+    lines.append("PSNR, SSIM, SAM on bands B02, B03, B04, B08; SAR-edge: agreement of optical and SAR edges, "
+                 "best close to the reference row (the real optical's own score): far above it means SAR structure "
+                 "copied into the optical. RGB panels: B04/B03/B02, DN 0..3000 fixed stretch.")
     return "\n\n".join(lines)
 
 

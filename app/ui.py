@@ -1,14 +1,15 @@
-"""The Gradio interface: layout and wiring only; the work happens in ``app.handlers``."""
+"""The Gradio interface: layout and wiring only; the work happens in ``app.handlers`` and ``app.evaluation``."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
-from app import handlers
+from app import evaluation, handlers
 from gac_pipeline.data import BIOMES
 
 logger = logging.getLogger(__name__)
@@ -19,11 +20,10 @@ tile on the same grid to score the result. Each stage's output is shown with the
 stretch (B04/B03/B02, DN 0..3000), so brightness differences between panels are real.
 """
 
-EVALUATION_NOTE = """## Evaluation
-The ablation evaluation (stage 1 only vs 1+2 vs 1+2+3, against the mean-image baseline on the
-bundled test split) arrives with the training milestone. The current `mini` preset is
-**untrained**, so no quality numbers are reported here yet.
-"""
+# Event handlers that run models share one slot: they use every CPU core (or the one GPU).
+MODELS_QUEUE = "models"
+# GPU time asked for a re-run of the evaluation: every variant on every bundled test pair.
+EVALUATION_GPU_S = 300
 
 # What the image slider compares: (left, right) keys into the result's images.
 SLIDER_CHOICES = {
@@ -38,6 +38,23 @@ UNITS_CHOICES = [("from metadata (else dB)", "auto"), ("dB", "db"), ("linear pow
 STAGE_CHOICES = [("1 TerraMind S1→S2", "1"), ("2 Prithvi refiner", "2"), ("3 TerraMind grounding", "3")]
 
 
+def on_gpu(duration: int = 60) -> Callable[[Callable], Callable]:
+    """``spaces.GPU(duration=...)`` where the ``spaces`` package imports (Hugging Face ZeroGPU), else a no-op.
+
+    On ZeroGPU a GPU is attached only while a decorated function runs, for at most
+    ``duration`` seconds; elsewhere ``spaces`` is absent (or its decorator does nothing), so
+    the app runs the same on CPU machines.
+    """
+    def decorate(function: Callable) -> Callable:
+        try:
+            import spaces
+        except ImportError:
+            return function
+        return spaces.GPU(duration=duration)(function)
+
+    return decorate
+
+
 def _slider_value(images: dict | None, choice: str) -> tuple[np.ndarray, np.ndarray] | None:
     """The pair of images the slider shows, or None when one side is missing (no reference)."""
     if not images:
@@ -48,9 +65,12 @@ def _slider_value(images: dict | None, choice: str) -> tuple[np.ndarray, np.ndar
     return images[left], images[right]
 
 
+@on_gpu()
 def run_translate(s1_file, reference_file, preset, month, biome, seed, stages, slider_choice, units="auto",
-                  progress=gr.Progress(track_tqdm=True)):  # noqa: B008  (how Gradio injects progress)
+                  timesteps=None, progress=gr.Progress(track_tqdm=True)):  # noqa: B008  (how Gradio injects progress)
     """Click handler (API name ``/translate``): runs ``handlers.translate`` and fills the outputs.
+
+    New parameters are appended with defaults, so clients written for older versions still work.
 
     Args:
         s1_file: Uploaded SAR GeoTIFF path.
@@ -62,6 +82,7 @@ def run_translate(s1_file, reference_file, preset, month, biome, seed, stages, s
         stages: Stage keys to run, "1" always included.
         slider_choice: Key of ``SLIDER_CHOICES``.
         units: "auto" (from the file's metadata), "db" or "linear".
+        timesteps: Diffusion steps of generate-mode stages (1..50); None keeps the preset's.
         progress: Gradio progress tracker (also follows tqdm bars).
 
     Returns:
@@ -73,7 +94,7 @@ def run_translate(s1_file, reference_file, preset, month, biome, seed, stages, s
     """
     try:
         result = handlers.translate(s1_file, reference_file, preset, month, biome, seed, stages,
-                                    units=None if units in (None, "auto") else units,
+                                    units=None if units in (None, "auto") else units, timesteps=timesteps,
                                     progress=lambda fraction, desc: progress(fraction, desc=desc))
     except handlers.AppError as error:
         raise gr.Error(str(error), print_exception=False) from None
@@ -88,6 +109,56 @@ def run_translate(s1_file, reference_file, preset, month, biome, seed, stages, s
     )
 
 
+def _timesteps_default(preset: str) -> tuple[int, str]:
+    """The timesteps box's value and info for a preset: its default steps, and whether they matter."""
+    steps, uses_generate = handlers.preset_timesteps(preset)
+    if uses_generate is None:
+        info = f"diffusion steps of TerraMind generate-mode stages, 1..{handlers.MAX_TIMESTEPS}"
+    elif uses_generate:
+        info = f"diffusion steps of this preset's generate-mode stages, 1..{handlers.MAX_TIMESTEPS} (more = slower)"
+    else:
+        info = "this preset's stages run in regress mode: timesteps have no effect"
+    return steps, info
+
+
+def _timesteps_update(preset: str) -> gr.Number:
+    """Show the newly chosen preset's default timesteps."""
+    steps, info = _timesteps_default(preset)
+    return gr.Number(steps, info=info)
+
+
+def _evaluation_outputs(view: evaluation.EvaluationView) -> tuple:
+    """A view as the Evaluation tab's outputs (see ``build_demo``), charts shown only with results."""
+    figures = view.figures or {}
+    return (view.markdown, view.table, *(figures.get(metric) for metric in evaluation.CHART_METRICS),
+            view.per_tile, view.directory, gr.Column(visible=view.table is not None))
+
+
+@on_gpu(duration=EVALUATION_GPU_S)
+def run_evaluation(per_tile_metric, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+    """Re-run the ablation on the bundled test pairs into a temporary folder and show it.
+
+    The committed results stay untouched; the re-run's tqdm bar over tiles drives the progress bar.
+    """
+    progress(0.0, desc="loading the preset and the test pairs")
+    try:
+        results = evaluation.rerun()
+    except handlers.AppError as error:
+        raise gr.Error(str(error), print_exception=False) from None
+    except Exception as error:  # a bug must still reach the user as one line, not a traceback
+        logger.exception("evaluation re-run failed")
+        raise gr.Error(f"evaluation failed ({type(error).__name__}): {handlers.one_line(error)}") from None
+    return _evaluation_outputs(evaluation.view_of(results, per_tile_metric=per_tile_metric, rerun=True))
+
+
+def show_per_tile(directory, metric):
+    """Redraw the per-tile distribution for another metric of the results on show."""
+    try:
+        return evaluation.per_tile_view(directory, metric)
+    except handlers.AppError as error:
+        raise gr.Error(str(error), print_exception=False) from None
+
+
 def _examples() -> tuple[list[list], list[str]]:
     """Bundled test-split pairs as example rows (SAR, reference, month 0 = from file, biome) and labels."""
     pairs = handlers.example_pairs(3)
@@ -96,13 +167,15 @@ def _examples() -> tuple[list[list], list[str]]:
     return rows, labels
 
 
-def build_demo(presets: Sequence[str] = handlers.PRESET_CHOICES) -> gr.Blocks:
+def build_demo(presets: Sequence[str] = handlers.PRESET_CHOICES,
+               results_dir: str | Path = evaluation.RESULTS_DIR) -> gr.Blocks:
     """Build the app.
 
     Args:
         presets: Choices of the preset dropdown; the first is the default. Tests pass a saved
             checkpoint folder here. Custom values are not accepted from the browser, so users
             cannot make the server load arbitrary folders or Hub repos.
+        results_dir: The evaluation results the Evaluation tab shows (read once, here; no model runs).
 
     Returns:
         The Blocks app (not launched).
@@ -115,11 +188,12 @@ def build_demo(presets: Sequence[str] = handlers.PRESET_CHOICES) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=1):
                     s1_file = gr.File(label="Sentinel-1 GeoTIFF (VV, VH dB)", file_types=[".tif", ".tiff"],
-                                      type="filepath")
+                                      type="filepath", elem_id="sar-file")
                     reference_file = gr.File(label="Reference Sentinel-2 L2A GeoTIFF (optional)",
                                              file_types=[".tif", ".tiff"], type="filepath")
                     preset = gr.Dropdown(presets, value=presets[0], label="Preset",
-                                         info="mini: embedded, offline (untrained). hub: needs the Hub.")
+                                         info="mini: embedded, offline, small model trained on the bundled "
+                                              "train split. hub: needs the Hub.")
                     with gr.Row():
                         month = gr.Number(0, label="Month", precision=0, minimum=0, maximum=12,
                                           info="0 = from the file's metadata/name")
@@ -128,17 +202,23 @@ def build_demo(presets: Sequence[str] = handlers.PRESET_CHOICES) -> gr.Blocks:
                     stages = gr.CheckboxGroup(STAGE_CHOICES, value=["1", "2", "3"], label="Stages",
                                               info="a skipped stage passes its input through")
                     units = gr.Radio(UNITS_CHOICES, value="auto", label="SAR units")
-                    button = gr.Button("Translate", variant="primary")
+                    steps, steps_info = _timesteps_default(presets[0])
+                    timesteps = gr.Number(steps, label="Timesteps (TerraMind generate mode)", precision=0,
+                                          minimum=1, maximum=handlers.MAX_TIMESTEPS, info=steps_info)
+                    button = gr.Button("Translate", variant="primary", elem_id="translate-button")
                 with gr.Column(scale=2):
                     with gr.Row():
                         sar_image = gr.Image(label="SAR false colour (R VV, G VH, B VV−VH)", type="numpy",
-                                             interactive=False)
+                                             interactive=False, elem_id="sar-image")
                         reference_image = gr.Image(label="Reference (real S2, RGB)", type="numpy",
-                                                   interactive=False)
+                                                   interactive=False, elem_id="reference-image")
                     with gr.Row():
-                        v1_image = gr.Image(label="opt_v1 (stage 1)", type="numpy", interactive=False)
-                        v2_image = gr.Image(label="opt_v2 (stage 2)", type="numpy", interactive=False)
-                        v3_image = gr.Image(label="opt_v3 (stage 3)", type="numpy", interactive=False)
+                        v1_image = gr.Image(label="opt_v1 (stage 1)", type="numpy", interactive=False,
+                                            elem_id="opt-v1-image")
+                        v2_image = gr.Image(label="opt_v2 (stage 2)", type="numpy", interactive=False,
+                                            elem_id="opt-v2-image")
+                        v3_image = gr.Image(label="opt_v3 (stage 3)", type="numpy", interactive=False,
+                                            elem_id="opt-v3-image")
             example_rows, example_labels = _examples()
             gr.Examples(example_rows, inputs=[s1_file, reference_file, month, biome], example_labels=example_labels,
                         label="Bundled BigEarthNet test-split tiles (click one, then Translate)")
@@ -150,21 +230,56 @@ def build_demo(presets: Sequence[str] = handlers.PRESET_CHOICES) -> gr.Blocks:
                 with gr.Column():
                     summary = gr.Markdown(label="Run summary")
             table = gr.Dataframe(label="Metrics (one row per stage, baseline and ceiling)", interactive=False,
-                                 wrap=True)
+                                 wrap=True, elem_id="metrics-table")
             files = gr.File(label="GeoTIFFs (input georeference) + metrics.json", file_count="multiple",
                             interactive=False)
             images_state = gr.State()  # the last result's images, so the slider can switch pairs
 
             button.click(
                 run_translate,
-                inputs=[s1_file, reference_file, preset, month, biome, seed, stages, slider_choice, units],
+                inputs=[s1_file, reference_file, preset, month, biome, seed, stages, slider_choice, units,
+                        timesteps],
                 outputs=[sar_image, v1_image, v2_image, v3_image, reference_image, slider, table, summary,
                          files, images_state],
                 api_name="translate",
+                concurrency_id=MODELS_QUEUE,
             )
             slider_choice.change(_slider_value, inputs=[images_state, slider_choice], outputs=slider,
                                  api_visibility="private")
+            preset.change(_timesteps_update, inputs=preset, outputs=timesteps, api_visibility="private")
         with gr.Tab("Evaluation"):
-            gr.Markdown(EVALUATION_NOTE)
+            _evaluation_tab(results_dir)
     return demo
+
+
+def _evaluation_tab(results_dir: str | Path) -> None:
+    """The ablation table, per-metric charts and per-tile distributions of committed results.
+
+    The results are read once when the app is built; the re-run button writes elsewhere.
+    """
+    view = evaluation.build_view(results_dir)
+    figures = view.figures or {}
+    about = gr.Markdown(view.markdown, elem_id="evaluation-about")
+    with gr.Column(visible=view.table is not None) as results_column:
+        table = gr.Dataframe(view.table, label="Ablation: mean [95% bootstrap interval] over tiles; "
+                             "baselines and control first, then the stage subsets", interactive=False, wrap=True,
+                             elem_id="ablation-table")
+        plots = []
+        for row in (evaluation.CHART_METRICS[:2], evaluation.CHART_METRICS[2:]):
+            with gr.Row():
+                plots += [gr.Plot(figures.get(metric), label=evaluation.METRICS[metric][0], show_label=False)
+                          for metric in row]
+        per_tile_metric = gr.Dropdown([(label, key) for key, label in evaluation.TILE_METRICS.items()],
+                                      value="psnr", label="Per-tile distribution of")
+        per_tile_plot = gr.Plot(view.per_tile, label="Per-tile distribution", show_label=False)
+    directory = gr.State(view.directory)  # where the results on show are, for the per-tile dropdown
+    rerun_button = gr.Button("Re-run evaluation on the bundled test pairs")
+    gr.Markdown("Re-running evaluates the bundled test pairs with the default preset into a temporary folder "
+                "(the committed results are not changed) and shows those results here.")
+
+    per_tile_metric.change(show_per_tile, inputs=[directory, per_tile_metric], outputs=per_tile_plot,
+                           api_visibility="private")
+    rerun_button.click(run_evaluation, inputs=per_tile_metric,
+                       outputs=[about, table, *plots, per_tile_plot, directory, results_column],
+                       api_visibility="private", concurrency_id=MODELS_QUEUE)
 

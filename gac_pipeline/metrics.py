@@ -252,6 +252,18 @@ def lpips_score(pred: ArrayLike, target: ArrayLike) -> tuple[float | None, str |
     return float(distance.mean()), None
 
 
+def lpips_network() -> torch.nn.Module:
+    """The frozen LPIPS model (AlexNet, v0.1) for use as a training loss.
+
+    Raises:
+        RuntimeError: The weights are not available locally (the reason says which file).
+    """
+    available, reason = lpips_available()
+    if not available:
+        raise RuntimeError(reason)
+    return _lpips_model(*_lpips_weight_paths())
+
+
 def compute_metrics(
     pred_dn: ArrayLike,
     s1_db: ArrayLike,

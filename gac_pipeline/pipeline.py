@@ -10,6 +10,8 @@ Scenes larger than one tile run window by window with overlapping, smoothly blen
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +61,7 @@ class GACPipeline(nn.Module):
     @torch.no_grad()
     def __call__(self, s1_db: np.ndarray | torch.Tensor, *, month: int | None = None,
                  biome: str | int | None = None, seed: int = 0, stages=ALL_STAGES,
-                 progress: bool = False) -> PipelineOutput:
+                 progress: bool = False, timesteps: int | None = None) -> PipelineOutput:
         """Translate one SAR array of any size.
 
         Args:
@@ -69,11 +71,13 @@ class GACPipeline(nn.Module):
             seed: Seeds ``random``, numpy and torch (TerraMind generate mode samples tokens).
             stages: Which stages run, e.g. ("1", "3") skips the refiner (its input passes through).
             progress: Show a progress bar over windows for scenes larger than one tile.
+            timesteps: Diffusion steps for the generate-mode stages, for this call only; None
+                keeps each stage's configured value. Regress-mode stages ignore it.
 
         Returns:
             PipelineOutput with opt_v1/opt_v2/opt_v3 as (12, H, W) float32 DN.
         """
-        stages = _check_stages(stages)
+        stages, timesteps = _check_stages(stages), _check_timesteps(timesteps)
         s1 = np.asarray(s1_db.cpu() if isinstance(s1_db, torch.Tensor) else s1_db, dtype=np.float32)
         if s1.ndim != 3 or s1.shape[0] != 2:
             raise ValueError(f"expected SAR of shape (2, H, W), got {s1.shape}")
@@ -81,12 +85,34 @@ class GACPipeline(nn.Module):
         timings = dict.fromkeys(ALL_STAGES, 0.0)
         run_tile = self._tile_runner(month, biome, seed, stages, timings)
         tile, overlap = self.config.tile_size, self.config.tile_overlap
-        if max(s1.shape[1:]) <= tile:
-            versions = run_tile(s1)
-        else:
-            versions = tiled_apply_array(s1, run_tile, tile=tile, overlap=overlap, progress=progress)
+        with self._generate_timesteps(timesteps):
+            if max(s1.shape[1:]) <= tile:
+                versions = run_tile(s1)
+            else:
+                versions = tiled_apply_array(s1, run_tile, tile=tile, overlap=overlap, progress=progress)
         return PipelineOutput(**versions, ran={k: k in stages for k in ALL_STAGES}, timings_s=timings,
                               notes=_skip_notes(stages))
+
+    @contextmanager
+    def _generate_timesteps(self, timesteps: int | None) -> Iterator[None]:
+        """Set the generate-mode stages' diffusion steps for one call, then restore them.
+
+        The stages read ``config.timesteps`` when they run, so a per-call value is applied there
+        and put back even when the call fails. Not safe for concurrent calls on one pipeline
+        (the app runs one translation at a time).
+        """
+        if timesteps is None:
+            yield
+            return
+        generators = [stage for stage in (self.stage1, self.stage3) if stage.config.mode == "generate"]
+        saved = [stage.config.timesteps for stage in generators]
+        for stage in generators:
+            stage.config.timesteps = timesteps
+        try:
+            yield
+        finally:
+            for stage, value in zip(generators, saved, strict=True):
+                stage.config.timesteps = value
 
     def _tile_runner(self, month, biome, seed, stages, timings):
         """A function (2, h, w) -> {"opt_v1", "opt_v2", "opt_v3"}, run on one window."""
@@ -118,16 +144,18 @@ class GACPipeline(nn.Module):
     @torch.no_grad()
     def translate_file(self, s1_path: str | Path, out_dir: str | Path, *, units: str | None = None,
                        month: int | None = None, biome: str | int | None = None, seed: int = 0,
-                       stages=ALL_STAGES, progress: bool = True, max_pixels: int = 1_000_000_000) -> dict:
+                       stages=ALL_STAGES, progress: bool = True, max_pixels: int = 1_000_000_000,
+                       timesteps: int | None = None) -> dict:
         """Stream a SAR GeoTIFF through the pipeline into ``opt_v1/2/3.tif`` in ``out_dir``.
 
         Windows are read from and written to disk, so memory stays bounded for any scene size.
-        Month defaults to the one found in the file's metadata or name.
+        Month defaults to the one found in the file's metadata or name. ``timesteps`` overrides
+        the generate-mode stages' diffusion steps for this call only (see ``__call__``).
 
         Returns:
             {"paths": {name: Path}, "month": int | None, "notes": [...], "timings_s": {...}}
         """
-        stages = _check_stages(stages)
+        stages, timesteps = _check_stages(stages), _check_timesteps(timesteps)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(seed)
@@ -151,9 +179,10 @@ class GACPipeline(nn.Module):
                 writers[name].write_rows(row0, block, valid_mask=masks[row0])
 
             try:
-                tiled_apply(read, source.height, source.width, run_tile, write,
-                            tile=self.config.tile_size, overlap=self.config.tile_overlap,
-                            progress=progress)
+                with self._generate_timesteps(timesteps):
+                    tiled_apply(read, source.height, source.width, run_tile, write,
+                                tile=self.config.tile_size, overlap=self.config.tile_overlap,
+                                progress=progress)
             finally:
                 for writer in writers.values():
                     writer.close()
@@ -204,6 +233,15 @@ def _check_stages(stages) -> tuple[str, ...]:
     if "1" not in stages:
         raise ValueError("stage 1 must run: it is the only stage that turns SAR into optical")
     return stages
+
+
+def _check_timesteps(timesteps: int | None) -> int | None:
+    """None (keep the configured steps) or a whole number >= 1, checked before any work."""
+    if timesteps is None:
+        return None
+    if isinstance(timesteps, bool) or not isinstance(timesteps, int | np.integer) or timesteps < 1:
+        raise ValueError(f"timesteps must be a whole number >= 1, got {timesteps!r}")
+    return int(timesteps)
 
 
 def _skip_notes(stages: tuple[str, ...]) -> list[str]:

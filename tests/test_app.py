@@ -1,12 +1,16 @@
 """The Gradio app: handlers as plain functions, then the real server driven by gradio_client."""
 
+import importlib.util
 import socket
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from app import handlers
 from tests import bad_inputs
+from tests.conftest import tiny_terramind
 
 STAGES = ("opt_v1", "opt_v2", "opt_v3")
 
@@ -20,6 +24,32 @@ def tiny_preset(saved_tiny_pipeline):
 def with_reference(real_pair, tiny_preset, tmp_path_factory):
     return handlers.translate(real_pair.s1_path, real_pair.s2_path, tiny_preset, month=0,
                               biome=real_pair.biome, seed=0, out_dir=tmp_path_factory.mktemp("out"))
+
+
+@pytest.fixture(scope="module")
+def generate_pipeline():
+    """A random-init pipeline whose stages 1 and 3 run in TerraMind generate mode (1 timestep)."""
+    from gac_pipeline.configs import PipelineConfig, Stage1Config, Stage2Config, Stage3Config
+    from gac_pipeline.pipeline import GACPipeline
+    from gac_pipeline.stages import terramind_common as tc
+    from gac_pipeline.stages.stage1_terramind import Stage1TerraMind
+    from gac_pipeline.stages.stage2_prithvi import Stage2Prithvi
+    from gac_pipeline.stages.stage3_grounding import Stage3Grounding
+
+    spec = tiny_terramind(tokenizer=tc.SMALL_TEST_GENERATOR["tokenizer"])
+    spec.dim, spec.depth, spec.decoder_depth = 64, 1, 1
+    stage2 = Stage2Config(embed_dim=32, depth=1, num_heads=2, lora_rank=2, head_width=8, head_blocks=1, cond_dim=4)
+    return GACPipeline(
+        Stage1TerraMind.build(Stage1Config(mode="generate", terramind=spec, timesteps=1, lora_rank=0)),
+        Stage2Prithvi.build(stage2),
+        Stage3Grounding.build(Stage3Config(mode="generate", terramind=spec, timesteps=1, lora_rank=0)),
+        PipelineConfig(name="tiny-generate", description="random init, tests only"),
+    )
+
+
+@pytest.fixture(scope="module")
+def generate_preset(generate_pipeline, tmp_path_factory):
+    return str(generate_pipeline.save_pretrained(tmp_path_factory.mktemp("generate_pipeline")))
 
 
 def _row(table, name):
@@ -125,6 +155,103 @@ def test_failed_preset_is_a_message_not_an_exception():
     assert pipeline is None and message.startswith("preset '/no/such/preset' could not be loaded")
 
 
+def test_failed_hub_load_is_cached_and_mini_still_works():
+    first_started = time.perf_counter()
+    pipeline, message = handlers.load_pipeline("hub")  # offline (conftest): the weights are not reachable
+    first_s = time.perf_counter() - first_started
+    assert pipeline is None and message.startswith("preset 'hub' could not be loaded") and "\n" not in message
+    hits = handlers._load_outcome.cache_info().hits
+    again_started = time.perf_counter()
+    assert handlers.load_pipeline("hub") == (None, message)
+    again_s = time.perf_counter() - again_started
+    assert handlers._load_outcome.cache_info().hits == hits + 1  # answered from the cache, not tried again
+    assert again_s < 0.05 and (first_s > again_s * 10 or first_s < 0.05)
+    mini, error = handlers.load_pipeline("mini")
+    assert error is None and mini.config.name == "GAC-mini"
+
+
+def test_preset_timesteps_read_from_configs(generate_preset, tiny_preset):
+    assert handlers.preset_timesteps("mini") == (10, False)  # regress mode: steps have no effect
+    assert handlers.preset_timesteps("hub") == (10, True)  # zero-shot generate mode
+    assert handlers.preset_timesteps(generate_preset) == (1, True)
+    assert handlers.preset_timesteps(tiny_preset)[1] is False
+    assert handlers.preset_timesteps("someone/not-local@v1") == (10, None)
+
+
+def test_timesteps_override_one_call_and_restore(generate_pipeline, tiny_pipeline):
+    s1 = np.random.default_rng(0).normal(-15.0, 3.0, (2, 32, 32)).astype(np.float32)
+    three = generate_pipeline(s1, seed=1, timesteps=3)
+    assert generate_pipeline.stage1.config.timesteps == generate_pipeline.stage3.config.timesteps == 1
+    one = generate_pipeline(s1, seed=1)
+    assert not np.array_equal(three.opt_v1, one.opt_v1)
+    for stage in (generate_pipeline.stage1, generate_pipeline.stage3):
+        stage.config.timesteps = 3
+    try:
+        configured = generate_pipeline(s1, seed=1)
+    finally:
+        for stage in (generate_pipeline.stage1, generate_pipeline.stage3):
+            stage.config.timesteps = 1
+    for name, image in three.versions().items():
+        np.testing.assert_array_equal(image, configured.versions()[name])
+    # Regress mode has no diffusion steps: the override changes nothing.
+    np.testing.assert_array_equal(tiny_pipeline(s1, timesteps=7).opt_v3, tiny_pipeline(s1).opt_v3)
+    with pytest.raises(ValueError, match="timesteps must be"):
+        generate_pipeline(s1, timesteps=0)
+
+
+def test_translate_file_takes_timesteps(generate_pipeline, tmp_path):
+    import rasterio
+
+    sar = bad_inputs.sar_db(32, 32)
+    path = bad_inputs.write_raster(tmp_path / "sar.tif", sar)
+    written = generate_pipeline.translate_file(path, tmp_path / "out", seed=2, timesteps=3, progress=False)
+    assert generate_pipeline.stage1.config.timesteps == generate_pipeline.stage3.config.timesteps == 1
+    expected = generate_pipeline(sar, month=written["month"], seed=2, timesteps=3)
+    with rasterio.open(written["paths"]["opt_v3"]) as opt_v3:
+        np.testing.assert_allclose(opt_v3.read(), expected.opt_v3, rtol=1e-5, atol=1e-2)
+    with pytest.raises(ValueError, match="timesteps must be"):
+        generate_pipeline.translate_file(path, tmp_path / "bad", timesteps=-1)
+    assert not (tmp_path / "bad").exists()  # refused before any file is written
+
+
+def test_translate_passes_timesteps(generate_preset, real_pair, tmp_path):
+    result = handlers.translate(real_pair.s1_path, None, generate_preset, timesteps=2, out_dir=tmp_path)
+    assert result["timesteps"] == 2
+    assert "diffusion timesteps: 2" in handlers.summary_markdown(result)
+    pipeline, _ = handlers.load_pipeline(generate_preset)
+    assert pipeline.stage1.config.timesteps == 1  # the preset itself is unchanged
+    skipped = handlers.translate(real_pair.s1_path, None, generate_preset, stages=["1", "2"], out_dir=tmp_path)
+    assert skipped["timesteps"] == 1  # the preset's steps (stage 1 generates; stage 3 did not run)
+
+
+@pytest.mark.parametrize("timesteps", [0, 51, 2.5, "many"])
+def test_bad_timesteps_give_one_line_message(timesteps, real_pair, tiny_preset, tmp_path):
+    with pytest.raises(handlers.AppError, match="timesteps must be a whole number from 1 to 50") as caught:
+        handlers.translate(real_pair.s1_path, None, tiny_preset, timesteps=timesteps, out_dir=tmp_path)
+    assert "\n" not in str(caught.value)
+
+
+def test_on_gpu_is_a_no_op_without_spaces():
+    from app.ui import on_gpu
+
+    def double(value):
+        return 2 * value
+
+    wrapped = on_gpu(duration=10)(double)
+    assert wrapped(21) == 42
+    if importlib.util.find_spec("spaces") is None:
+        assert wrapped is double
+
+
+def test_app_module_imports_offline_without_loading_a_model():
+    loaded = handlers._load_outcome.cache_info().currsize
+    spec = importlib.util.spec_from_file_location("gac_app_entry", Path(__file__).parent.parent / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.demo.title == "GAC SAR → optical"
+    assert handlers._load_outcome.cache_info().currsize == loaded  # no preset loaded at import
+
+
 def test_skipped_stage_passes_through(real_pair, tiny_preset, tmp_path):
     result = handlers.translate(real_pair.s1_path, None, tiny_preset, stages=["1", "3"], out_dir=tmp_path)
     np.testing.assert_array_equal(result["images"]["opt_v1"], result["images"]["opt_v2"])
@@ -161,14 +288,15 @@ def client(tiny_preset):
         demo.close()
 
 
-def _call(client, s1, reference=None, preset="mini"):
+def _call(client, s1, reference=None, preset="mini", *extra):
+    """``/translate`` with the arguments of the first release; ``extra`` appends the newer ones."""
     from gradio_client import handle_file
 
     from app.ui import SLIDER_CHOICES
 
     reference = handle_file(str(reference)) if reference else None
     return client.predict(handle_file(str(s1)), reference, preset, 0, "unknown", 0, ["1", "2", "3"],
-                          next(iter(SLIDER_CHOICES)), api_name="/translate")
+                          next(iter(SLIDER_CHOICES)), *extra, api_name="/translate")
 
 
 def test_server_translates_and_recovers_from_bad_file(client, real_pair, tiny_preset, tmp_path):
@@ -179,7 +307,7 @@ def test_server_translates_and_recovers_from_bad_file(client, real_pair, tiny_pr
     assert all(image is not None for image in (sar, v1, v2, v3, reference, slider))
     assert table["headers"][0] == "image" and len(table["data"]) == 5
     assert isinstance(table["data"][0][1], float)  # PSNR of opt_v1
-    assert "UNTRAINED" in summary
+    assert "GAC-mini" in summary and "trained from random init" in summary
     assert len(files) == 4
 
     with pytest.raises(AppError, match="sar_3_bands.tif"):
@@ -188,3 +316,13 @@ def test_server_translates_and_recovers_from_bad_file(client, real_pair, tiny_pr
     again = _call(client, real_pair.s1_path, preset=tiny_preset)
     assert again[1] is not None and again[4] is None  # opt_v1 image, no reference panel
     assert again[6]["data"][0][1] == "n/a (no reference)"
+
+
+def test_server_takes_units_and_timesteps(client, real_pair):
+    from gradio_client.exceptions import AppError
+
+    outputs = _call(client, real_pair.s1_path, None, "mini", "db", 12)
+    assert outputs[1] is not None
+    # The number box's own bounds (1..50) refuse it before the handler, also with one line.
+    with pytest.raises(AppError, match="less than minimum value 1"):
+        _call(client, real_pair.s1_path, None, "mini", "db", 0)

@@ -10,6 +10,7 @@ from gac_pipeline.configs import PipelineConfig
 from gac_pipeline.data import DEFAULT_DATA_DIR, PairDataset, list_pairs
 from gac_pipeline.pipeline import GACPipeline
 from training import common, train_stage1
+from training.init_presets import mini_pipeline
 
 SMOKE = ["--data", str(DEFAULT_DATA_DIR), "--batch-size", "2", "--crop", "32", "--eval-every", "1",
          "--max-val-tiles", "2"]
@@ -17,8 +18,10 @@ SMOKE = ["--data", str(DEFAULT_DATA_DIR), "--batch-size", "2", "--crop", "32", "
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("train") / "stage1"
-    summary = train_stage1.main([*SMOKE, "--out", str(out), "--max-steps", "2"])
+    root = tmp_path_factory.mktemp("train")
+    mini_pipeline().save_pretrained(root / "untrained")  # stages 2/3 come from here, untrained
+    out = root / "stage1"
+    summary = train_stage1.main([*SMOKE, "--out", str(out), "--max-steps", "2", "--init-from", str(root / "untrained")])
     return out, summary
 
 
@@ -27,7 +30,8 @@ def test_output_is_a_loadable_pipeline(trained):
     pipeline = GACPipeline.from_pretrained(out)
     assert pipeline.stage1.config.trained
     assert not pipeline.config.trained  # stages 2/3 are untrained: the label must say so
-    assert "stage 1 trained on" in pipeline.config.description and "not trained" in pipeline.config.description
+    assert "stage 1: trained on" in pipeline.config.description
+    assert "stage 2: not trained" in pipeline.config.description
     pair = list_pairs(DEFAULT_DATA_DIR, "validation")[0]
     item = PairDataset([pair])[0]
     result = pipeline(item["s1"].numpy())
@@ -43,8 +47,8 @@ def test_log_and_checkpoint(trained):
     work = out.parent / f"{out.name}_train"
     with open(work / common.LOG_FILE) as file:
         rows = list(csv.DictReader(file))
-    assert [int(r["step"]) for r in rows] == [1, 2]
-    assert all(r["train_loss"] and r["val_psnr"] and r["val_ssim"] for r in rows)
+    assert [int(r["step"]) for r in rows] == [0, 1, 2]  # step 0: the starting weights
+    assert all(r["train_loss"] and r["psnr"] and r["ssim"] for r in rows[1:])
     state = common.load_checkpoint(work / common.CHECKPOINT_FILE)  # weights_only=True
     assert state["step"] == 2 and set(state) >= {"model", "optimizer", "scheduler", "best_model"}
     assert not list(out.rglob("*.pt"))  # pipeline folders refuse pickles
@@ -53,10 +57,11 @@ def test_log_and_checkpoint(trained):
 def test_resume_continues_from_saved_step(trained, tmp_path):
     out, _ = trained
     work = out.parent / f"{out.name}_train"
-    summary = train_stage1.main([*SMOKE, "--out", str(out), "--max-steps", "3", "--resume"])
+    summary = train_stage1.main([*SMOKE, "--out", str(out), "--max-steps", "3", "--resume",
+                                 "--init-from", str(out.parent / "untrained")])
     assert summary["steps"] == 3
     with open(work / common.LOG_FILE) as file:
-        assert [int(r["step"]) for r in csv.DictReader(file)] == [1, 2, 3]
+        assert [int(r["step"]) for r in csv.DictReader(file)] == [0, 1, 2, 3]
     assert common.load_checkpoint(work / common.CHECKPOINT_FILE)["step"] == 3
 
 

@@ -8,9 +8,10 @@ The test split is never loaded here: it is for the final report only.
 from __future__ import annotations
 
 import csv
+import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gac_pipeline.data import PairDataset, list_pairs
-from gac_pipeline.metrics import psnr, ssim
+from gac_pipeline.metrics import psnr, sar_edge_agreement, ssim
 from gac_pipeline.tiling import crop_pads, pad_to_multiple
 
 TRAINING_SPLITS = ("train", "validation")  # the only splits a training script may read
@@ -65,15 +66,26 @@ class TileSet:
     month: torch.Tensor
     biome: torch.Tensor
     names: list[str]
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. opt_v1 (N, 12, H, W), augmented alike
 
     def __len__(self) -> int:
         return len(self.names)
 
+    def subset(self, index: list[int]) -> TileSet:
+        """The tiles at ``index``, in that order."""
+        return TileSet(self.s1[index], self.s2[index], self.month[index], self.biome[index],
+                       [self.names[i] for i in index], {k: v[index] for k, v in self.extras.items()})
+
     def head(self, count: int | None) -> TileSet:
         """The first ``count`` tiles (all when None), e.g. a quick validation in smoke runs."""
-        if count is None:
-            return self
-        return TileSet(self.s1[:count], self.s2[:count], self.month[:count], self.biome[:count], self.names[:count])
+        return self if count is None else self.subset(list(range(min(count, len(self)))))
+
+    def with_extra(self, name: str, values: torch.Tensor) -> TileSet:
+        """A copy with one more per-tile tensor (same N, H, W as the tiles)."""
+        if values.shape[0] != len(self) or values.shape[-2:] != self.s2.shape[-2:]:
+            raise ValueError(f"{name}: shape {tuple(values.shape)} does not match {len(self)} tiles of "
+                             f"{tuple(self.s2.shape[-2:])}")
+        return TileSet(self.s1, self.s2, self.month, self.biome, self.names, {**self.extras, name: values})
 
 
 def load_split(root: str | Path, split: str, *, clear_only: bool = True) -> TileSet:
@@ -140,43 +152,80 @@ def sample_batch(tiles: TileSet, batch_size: int, crop: int | None, generator: t
     """Draw ``batch_size`` random tiles (with replacement) and augment each independently.
 
     Returns:
-        {"s1": (B, 2, crop, crop), "s2": (B, 12, crop, crop), "month": (B,), "biome": (B,)}
+        {"s1": (B, 2, crop, crop), "s2": (B, 12, crop, crop), "month": (B,), "biome": (B,)} plus
+        one entry per extra tensor of the tile set, cropped and turned with its tile.
     """
     index = torch.randint(0, len(tiles), (batch_size,), generator=generator)
-    s1, s2 = [], []
-    for i in index.tolist():
-        a, b = augment([tiles.s1[i], tiles.s2[i]], crop, generator)
-        s1.append(a)
-        s2.append(b)
+    keys = ["s1", "s2", *tiles.extras]
+    sources = [tiles.s1, tiles.s2, *tiles.extras.values()]
+    samples = [augment([source[i] for source in sources], crop, generator) for i in index.tolist()]
     # contiguous: rot90/flip return views with odd strides, slower in the convolutions
-    return {"s1": torch.stack(s1).contiguous(), "s2": torch.stack(s2).contiguous(),
-            "month": tiles.month[index], "biome": tiles.biome[index]}
+    batch = {key: torch.stack([sample[k] for sample in samples]).contiguous() for k, key in enumerate(keys)}
+    return {**batch, "month": tiles.month[index], "biome": tiles.biome[index]}
 
 
 @torch.no_grad()
-def predict_tiles(predict: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
-                  batch_size: int = 8) -> torch.Tensor:
+def predict_tiles(predict: Callable[..., torch.Tensor], *images: torch.Tensor, batch_size: int = 8,
+                  device: torch.device | str = "cpu", **per_tile: torch.Tensor) -> torch.Tensor:
     """Run a model on full tiles: pad symmetrically to a multiple of 16, crop the same pixels back.
 
     Args:
-        predict: Maps a padded (B, C, H', W') batch to (B, 12, H', W') DN.
-        inputs: (N, C, H, W) model inputs at tile size.
+        predict: Maps padded (B, C, H', W') image batches (positional, in the order given) and the
+            per-tile keyword tensors to (B, 12, H', W') DN.
+        images: (N, C, H, W) image inputs at tile size, all with the same H, W.
         batch_size: Tiles per forward pass.
+        device: Where the model runs; results come back on the CPU.
+        per_tile: (N,) tensors passed by keyword (e.g. month, biome).
 
     Returns:
         (N, 12, H, W) predictions.
     """
     outputs = []
-    for start in range(0, len(inputs), batch_size):
-        padded, pads = pad_to_multiple(inputs[start : start + batch_size])
-        outputs.append(crop_pads(predict(padded), pads))
+    for start in range(0, len(images[0]), batch_size):
+        window = slice(start, start + batch_size)
+        padded = [pad_to_multiple(image[window].to(device)) for image in images]
+        kwargs = {k: v[window].to(device) for k, v in per_tile.items()}
+        prediction = predict(*[p for p, _ in padded], **kwargs)
+        outputs.append(crop_pads(prediction, padded[0][1]).float().cpu())
     return torch.cat(outputs)
 
 
-def score(pred_dn: torch.Tensor, target_dn: torch.Tensor) -> dict[str, float]:
-    """PSNR (one pooled MSE) and mean SSIM on the four 10 m bands B02, B03, B04, B08."""
-    pred, target = pred_dn.detach().cpu().numpy(), target_dn.cpu().numpy()
-    return {"psnr": psnr(pred, target), "ssim": ssim(pred, target)}
+def score(pred_dn: torch.Tensor, target_dn: torch.Tensor, s1_db: torch.Tensor | None = None) -> dict[str, float]:
+    """PSNR (one pooled MSE) and mean SSIM on the four 10 m bands B02, B03, B04, B08; with the
+    SAR, also the mean SAR-edge agreement of the predictions (``sar_edge``) and of the real
+    tiles (``sar_edge_real``), and the mean per-tile gap between the two (``sar_edge_gap``)."""
+    pred, target = pred_dn.detach().cpu().float().numpy(), target_dn.cpu().numpy()
+    scores = {"psnr": psnr(pred, target), "ssim": ssim(pred, target)}
+    if s1_db is not None:
+        sar = s1_db.cpu().numpy()
+        edges = np.array([sar_edge_agreement(p, s) for p, s in zip(pred, sar, strict=True)])
+        real = np.array([sar_edge_agreement(t, s) for t, s in zip(target, sar, strict=True)])
+        scores["sar_edge"] = _finite_mean(edges)
+        scores["sar_edge_real"] = _finite_mean(real)
+        scores["sar_edge_gap"] = _finite_mean(np.abs(edges - real))
+    return scores
+
+
+def _finite_mean(values: np.ndarray) -> float:
+    """Mean over finite values; nan when there are none (e.g. constant images have no edges)."""
+    finite = np.isfinite(values)
+    return float(values[finite].mean()) if finite.any() else float("nan")
+
+
+def fold_members(count: int, folds: int, fold: int) -> list[int]:
+    """Indices of the tiles in ``fold`` when ``count`` tiles are dealt round-robin into ``folds``."""
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold {fold} is not in 0..{folds - 1}")
+    return [i for i in range(count) if i % folds == fold]
+
+
+def describe(base: str, stage: str, summary: str) -> str:
+    """A pipeline description made of ``"stage K: ..."`` parts, the one for ``stage`` replaced.
+
+    Anything else in ``base`` (e.g. "random init") is dropped: the parts say what each stage is.
+    """
+    parts = [p for p in base.split(" | ") if p.startswith("stage ") and not p.startswith(f"stage {stage}:")]
+    return " | ".join(sorted([*parts, f"stage {stage}: {summary}"]))
 
 
 def mean_image_baseline(train: TileSet, val: TileSet) -> dict[str, float]:
@@ -215,9 +264,10 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def progress(start: int, stop: int, desc: str) -> tqdm:
+def progress(start: int, stop: int, desc: str, *, disable: bool = False) -> tqdm:
     """Steps ``start + 1 .. stop`` as a tqdm bar that counts resumed steps as already done."""
-    return tqdm(range(start + 1, stop + 1), initial=start, total=stop, desc=desc, dynamic_ncols=True)
+    return tqdm(range(start + 1, stop + 1), initial=start, total=stop, desc=desc, dynamic_ncols=True,
+                disable=disable)
 
 
 def save_checkpoint(path: str | Path, **state) -> None:
@@ -244,5 +294,46 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def clone_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A detached copy of a module's weights (e.g. the best ones so far)."""
+    """A detached copy of a module's weights."""
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of the parameters that train: all that changes during training (the
+    models here keep no running statistics), and loadable into an int8-quantized backbone,
+    whose frozen weights cannot be loaded back on the CPU. Load with ``strict=False``."""
+    return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+
+
+
+def write_pipeline(args, trained: dict, key: str, summary: str) -> Path:
+    """Save ``--init-from``'s pipeline with the stages in ``trained`` replaced, labelled honestly.
+
+    Args:
+        args: Script options (``init_from``, ``out``, ``work_dir``).
+        trained: Stage key ("1", "2", "3") -> the trained stage module.
+        key: The stage this script trained; its description part becomes ``summary``.
+        summary: What was trained on what, and how well on validation.
+
+    Returns:
+        The pipeline folder.
+    """
+    from gac_pipeline.configs import PipelineConfig
+    from gac_pipeline.pipeline import GACPipeline
+    from gac_pipeline.presets import load_preset
+
+    base = load_preset(str(args.init_from))
+    stages = {"1": base.stage1, "2": base.stage2, "3": base.stage3, **trained}
+    for stage in trained.values():
+        stage.config.trained = True
+    description = describe(base.config.description, key, summary)
+    for name, stage in stages.items():
+        if not stage.config.trained:
+            description = describe(description, name, f"not trained (from {args.init_from})")
+    config = PipelineConfig(**{**base.config.to_dict(), "description": description, "files": {},
+                               "trained": all(s.config.trained for s in stages.values())})
+    out = GACPipeline(stages["1"], stages["2"], stages["3"], config).save_pretrained(args.out)
+    Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+    (Path(args.work_dir) / "args.json").write_text(json.dumps(
+        {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, indent=2, sort_keys=True))
+    return out

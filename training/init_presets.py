@@ -1,10 +1,12 @@
-"""Write the preset folders: ``presets/mini`` (small, random init until trained) and ``presets/hub``.
+"""Write ``presets/hub`` (configs only) and, on request, an untrained ``mini``-architecture pipeline.
 
-Usage: ``python -m training.init_presets``. Seeded, so the same command writes the same files.
+Usage: ``python -m training.init_presets`` (rewrites ``presets/hub``), or
+``python -m training.init_presets --untrained-mini DIR`` (a random-init pipeline of the mini
+architecture, labelled UNTRAINED). The trained ``presets/mini`` comes from
+``python -m training.train_mini --out presets/mini``; this script never touches it. Seeded.
 
-- ``mini``: the embedded default's architecture at small size. Until the training scripts
-  have produced trained weights, its weights are random and it is labelled UNTRAINED
-  everywhere it shows.
+- ``mini_pipeline``: the embedded default's architecture at small size, random init: the
+  starting point of the training scripts.
 - ``hub``: configs only. TerraMind-1.0-base (stage 1 and 3, zero-shot ``generate``) and
   Prithvi-EO-2.0-300M (stage 2) load their pretrained weights from the Hub at build time; the
   stage-2 head and stage-3 adapters are untrained (identity) until trained adapters are
@@ -42,7 +44,7 @@ def mini_pipeline(seed: int = 0) -> GACPipeline:
     stage2 = Stage2Prithvi.build(Stage2Config(embed_dim=96, depth=2, num_heads=4, lora_rank=8))
     stage3 = Stage3Grounding.build(Stage3Config(mode="regress", terramind=MINI_TERRAMIND, lora_rank=0))
     config = PipelineConfig(name="GAC-mini", trained=False,
-                            description="small TerraMind/Prithvi-architecture stages, random init (not trained yet)")
+                            description="small TerraMind/Prithvi-architecture stages, random init")
     return GACPipeline(stage1, stage2, stage3, config)
 
 
@@ -71,12 +73,15 @@ def write_hub_preset(directory: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=PRESETS_DIR)
+    parser.add_argument("--out", type=Path, default=PRESETS_DIR / "hub", help="where the hub preset goes")
+    parser.add_argument("--untrained-mini", type=Path, default=None, help="also write a random-init mini here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    mini_pipeline(args.seed).save_pretrained(args.out / "mini")
-    write_hub_preset(args.out / "hub")
-    print(f"wrote {args.out / 'mini'} and {args.out / 'hub'}")
+    write_hub_preset(args.out)
+    print(f"wrote {args.out}")
+    if args.untrained_mini is not None:
+        mini_pipeline(args.seed).save_pretrained(args.untrained_mini)
+        print(f"wrote {args.untrained_mini} (random init, labelled UNTRAINED)")
 
 
 if __name__ == "__main__":

@@ -97,7 +97,11 @@ class Stage(nn.Module):
         adapter_dir.mkdir(exist_ok=True)
         (adapter_dir / ADAPTER_CONFIG).write_text(json.dumps(self.lora_config.to_dict(), indent=2, default=list))
         save_file(_contiguous(get_peft_model_state_dict(self.base)), adapter_dir / ADAPTER_WEIGHTS)
-        head = {k: v for k, v in self.state_dict().items() if not k.startswith(self.base_name + ".")}
+        # The head, plus any base weights trained in full (e.g. the last blocks unfrozen on top of LoRA).
+        trained_base = {n for n, p in self.named_parameters()
+                        if p.requires_grad and n.startswith(self.base_name + ".") and "lora_" not in n}
+        head = {k: v for k, v in self.state_dict().items()
+                if not k.startswith(self.base_name + ".") or k in trained_base}
         save_file(_contiguous(head), directory / HEAD_WEIGHTS)
         return written + [adapter_dir / ADAPTER_CONFIG, adapter_dir / ADAPTER_WEIGHTS, directory / HEAD_WEIGHTS]
 
@@ -129,6 +133,11 @@ class Stage(nn.Module):
                 f"{directory / HEAD_WEIGHTS}: keys do not match (missing {missing_head[:3]}, "
                 f"unexpected {result.unexpected_keys[:3]})"
             )
+        # Base weights stored with the head were trained in full: mark them so a re-save keeps them.
+        parameters = dict(stage.named_parameters())
+        for key in head:
+            if key.startswith(stage.base_name + ".") and key in parameters:
+                parameters[key].requires_grad_(True)
         return stage
 
 

@@ -1,0 +1,166 @@
+"""The whole GAC-mini training chain in smoke size, the stage options, losses, resume and DDP."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from gac_pipeline import metrics
+from gac_pipeline.data import DEFAULT_DATA_DIR, PairDataset, list_pairs
+from gac_pipeline.pipeline import GACPipeline
+from gac_pipeline.references import References
+from tests.conftest import tiny_configs
+from training import common, losses, precompute_stage1, train_mini, train_stage1, train_stage2, train_stage3
+
+SMOKE = train_mini.SMOKE_ARGS
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mini")
+    record = train_mini.main(["--out", str(root / "preset"), "--work-dir", str(root / "work"), "--smoke"])
+    return root, record
+
+
+def test_chain_writes_a_loadable_labelled_preset_with_references(chain):
+    root, record = chain
+    pipeline = GACPipeline.from_pretrained(root / "preset")
+    assert pipeline.config.trained and pipeline.config.name == "GAC-mini"
+    assert all(s.config.trained for s in (pipeline.stage1, pipeline.stage2, pipeline.stage3))
+    assert "trained from random init on 18 real BigEarthNet clear_land tiles" in pipeline.config.description
+    for key in ("1", "2", "3"):
+        assert f"stage {key}: " in pipeline.config.description
+    references = References.load(root / "preset")
+    assert references.control is not None and references.train_tiles == 18
+    assert record["control_parameters"] <= record["chain_parameters"]
+    assert set(record["seconds"]) == {"stage1", "precompute_stage1", "stage2", "stage3", "control"}
+    saved = json.loads((root / "preset" / train_mini.TRAINING_RECORD).read_text())
+    assert saved["train_tiles"] == 18
+    item = PairDataset(list_pairs(DEFAULT_DATA_DIR, "validation")[:1])[0]
+    result = pipeline(item["s1"].numpy(), month=item["month"])
+    assert all(np.isfinite(image).all() for image in (result.opt_v1, result.opt_v2, result.opt_v3))
+
+
+def test_training_tiles_get_out_of_fold_stage1_outputs(chain):
+    root, _ = chain
+    manifest = json.loads((root / "work" / "opt_v1" / precompute_stage1.MANIFEST_FILE).read_text())
+    train = common.load_split(DEFAULT_DATA_DIR, "train")
+    for name in train.names:
+        assert "never trained on this tile" in manifest[name]
+    validation = common.load_split(DEFAULT_DATA_DIR, "validation")
+    assert all("validation split" in manifest[name] for name in validation.names)
+    test_names = {p.name for p in list_pairs(DEFAULT_DATA_DIR, "test")}
+    assert not test_names & set(manifest)  # the test split is never read
+    stored = load_file(root / "work" / "opt_v1" / precompute_stage1.OPT_V1_FILE)
+    assert stored[train.names[0]].shape == (12, 120, 120)
+
+
+def test_folds_partition_the_tiles():
+    members = [common.fold_members(10, 3, fold) for fold in range(3)]
+    assert sorted(i for fold in members for i in fold) == list(range(10))
+    with pytest.raises(ValueError):
+        common.fold_members(10, 3, 3)
+
+
+def test_stage2_lora_8bit_and_unfreeze_options(chain, tmp_path):
+    root, _ = chain
+    work = root / "work"
+    base = [*SMOKE, "--data", str(DEFAULT_DATA_DIR), "--init-from", str(work / "stage1"), "--opt-v1",
+            str(work / "opt_v1")]
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"stage2": tiny_configs()[1].to_dict()}))
+    summary = train_stage2.main([*base, "--config", str(config), "--out", str(tmp_path / "lora8"),
+                                 "--backbone", "lora", "--lora-rank", "2", "--load-in-8bit", "--lr", "0.05"])
+    stage = GACPipeline.from_pretrained(tmp_path / "lora8").stage2
+    assert stage.config.lora_rank == 2 and summary["steps"] == 2
+    assert any("lora_B" in n for n, _ in stage.named_parameters())
+    # lora_B starts at zero; after the steps it has moved, trained through the int8 base.
+    last = common.load_checkpoint(tmp_path / "lora8_train" / common.CHECKPOINT_FILE)["model"]
+    lora_b = [v for k, v in last.items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)
+    with pytest.raises(ValueError, match="load-in-8bit"):
+        train_stage2.main([*base, "--config", str(config), "--out", str(tmp_path / "x"), "--load-in-8bit",
+                           "--backbone", "full"])
+
+    train_stage2.main([*base, "--config", str(config), "--out", str(tmp_path / "unfrozen"), "--backbone", "frozen",
+                       "--unfreeze-last", "1", "--no-conditioning"])
+    trained = GACPipeline.from_pretrained(tmp_path / "unfrozen").stage2
+    assert trained.config.lora_rank == 0
+
+
+def test_stage3_generate_mode_trains_lora_with_the_token_loss(chain, tmp_path):
+    root, _ = chain
+    work = root / "work"
+    stage3 = tiny_configs("generate")[2]
+    config = tmp_path / "generate.yaml"
+    config.write_text(yaml.safe_dump({"stage3": stage3.to_dict()}))
+    summary = train_stage3.main([*SMOKE, "--data", str(DEFAULT_DATA_DIR), "--init-from", str(work / "stage2"),
+                                 "--opt-v1", str(work / "opt_v1"), "--config", str(config),
+                                 "--out", str(tmp_path / "s3"), "--lr", "0.05", "--max-val-tiles", "1"])
+    assert summary["steps"] == 2
+    with open(tmp_path / "s3_train" / common.LOG_FILE) as file:
+        rows = list(csv.DictReader(file))
+    assert all(np.isfinite(float(r["train_loss"])) for r in rows[1:])
+    stage = GACPipeline.from_pretrained(tmp_path / "s3").stage3
+    assert stage.config.mode == "generate" and stage.config.trained
+    trainable = {n for n, p in stage.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_resume_replays_the_same_batches(tmp_path):
+    args = [*SMOKE, "--data", str(DEFAULT_DATA_DIR), "--max-steps", "4", "--patience", "0"]
+    train_stage1.main([*args, "--out", str(tmp_path / "straight")])
+    train_stage1.main([*args, "--out", str(tmp_path / "resumed"), "--stop-after", "2"])
+    train_stage1.main([*args, "--out", str(tmp_path / "resumed"), "--resume"])
+    straight = common.load_checkpoint(tmp_path / "straight_train" / common.CHECKPOINT_FILE)["model"]
+    resumed = common.load_checkpoint(tmp_path / "resumed_train" / common.CHECKPOINT_FILE)["model"]
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(straight[key], resumed[key], rtol=1e-5, atol=1e-6)
+
+
+def test_losses_match_the_metrics():
+    item = PairDataset(list_pairs(DEFAULT_DATA_DIR, "train")[:1])[0]
+    s2, s1 = item["s2"][None], item["s1"][None]
+    agreement = metrics.sar_edge_agreement(s2[0].numpy(), s1[0].numpy())
+    assert losses.sar_edge_correlation(s2, s1).item() == pytest.approx(agreement, abs=1e-4)
+    assert losses.sar_edge_match_loss(s2, s2, s1).item() == pytest.approx(0.0, abs=1e-8)
+    assert losses.ssim_loss(s2, s2).item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.spectral_angle(s2, 2 * s2).item() == pytest.approx(0.0, abs=2e-3)
+    shifted = s2.clone()
+    shifted[:, 0] += 500
+    assert losses.spectral_angle(s2, shifted).item() > 0.01
+    pred = s2.clone().requires_grad_(True)
+    losses.sar_edge_match_loss(pred, s2 + torch.randn_like(s2) * 300, s1).backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+def test_lpips_weight_is_refused_without_local_weights(tmp_path):
+    available, _ = metrics.lpips_available()
+    if available:
+        pytest.skip("LPIPS weights exist locally: the option is allowed")
+    with pytest.raises(SystemExit):
+        train_stage2.parse_args(["--init-from", "mini", "--opt-v1", str(tmp_path), "--out", str(tmp_path / "o"),
+                                 "--lpips-weight", "0.1"])
+
+
+def test_two_process_distributed_training_on_cpu(tmp_path):
+    """torchrun with 2 processes (gloo): the DDP path runs, rank 0 writes one loadable pipeline."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "training.train_stage1", *SMOKE, "--data", str(DEFAULT_DATA_DIR), "--out", str(out)]
+    done = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr[-3000:]
+    pipeline = GACPipeline.from_pretrained(out)
+    assert pipeline.stage1.config.trained
+    with open(tmp_path / "ddp_train" / common.LOG_FILE) as file:
+        assert [int(r["step"]) for r in csv.DictReader(file)] == [0, 1, 2]  # rank 0 alone logs

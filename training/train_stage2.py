@@ -1,0 +1,157 @@
+"""Train stage 2 (Prithvi backbone + ConvNeXt head, month/biome FiLM) to refine opt_v1 into opt_v2.
+
+Usage::
+
+    python -m training.train_stage2 --init-from /tmp/stage1 --opt-v1 /tmp/opt_v1 --out /tmp/stage2 \
+        [--config training/configs/mini.yaml] [--lora-rank 8] [--load-in-8bit] [--unfreeze-last 2]
+
+Inputs are the stored stage-1 outputs of ``training.precompute_stage1`` (out-of-fold for the
+training tiles), the target is the real optical tile. Loss: ``--l1-weight`` x L1 (+ ``--l2-weight``
+x L2) in standardized units + ``--ssim-weight`` x (1 - SSIM) + ``--sam-weight`` x spectral angle
+(+ ``--lpips-weight`` x LPIPS, only where its weights exist locally). Early stopping on
+validation PSNR; the head's output starts at zero, so step 0 is the identity and a stage that
+cannot beat its input on validation stays the identity.
+
+Backbone training (``--backbone``): ``lora`` (adapters on attention, the default for a
+pretrained Prithvi), ``frozen`` (head only), ``full`` (every weight: the default for the
+random-init backbone of the mini preset, where adapters on random weights would be pointless);
+``--unfreeze-last N`` also trains the last N blocks. ``--load-in-8bit`` runs the frozen backbone
+in int8 (bitsandbytes); the saved stage holds the full-precision base plus the trained weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+import gac_pipeline  # noqa: F401  (torchvision fix before terratorch)
+from gac_pipeline.configs import Stage2Config
+from gac_pipeline.metrics import lpips_available
+from gac_pipeline.presets import load_preset
+from gac_pipeline.stages.stage2_prithvi import Stage2Prithvi
+from training import common, loop, losses, precompute_stage1
+
+BACKBONE_CHOICES = ("auto", "lora", "frozen", "full")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    loop.add_loop_arguments(parser, max_steps=400, lr=1e-3, warmup=0.1, patience=4)
+    parser.add_argument("--init-from", required=True, help="pipeline folder/preset with the trained stage 1")
+    parser.add_argument("--opt-v1", type=Path, required=True, help="folder written by training.precompute_stage1")
+    parser.add_argument("--backbone", choices=BACKBONE_CHOICES, default="auto")
+    parser.add_argument("--unfreeze-last", type=int, default=0, help="also train the last N backbone blocks")
+    parser.add_argument("--lora-rank", type=int, default=None, help="override the config's LoRA rank")
+    parser.add_argument("--lora-alpha", type=int, default=None)
+    parser.add_argument("--lora-targets", default=None, help="regex over module names")
+    parser.add_argument("--load-in-8bit", action="store_true", help="int8 frozen backbone (bitsandbytes)")
+    parser.add_argument("--no-conditioning", action="store_true", help="train without month/biome")
+    parser.add_argument("--l1-weight", type=float, default=1.0)
+    parser.add_argument("--l2-weight", type=float, default=0.0)
+    parser.add_argument("--ssim-weight", type=float, default=0.1)
+    parser.add_argument("--sam-weight", type=float, default=0.1)
+    parser.add_argument("--lpips-weight", type=float, default=0.0)
+    args = loop.parse_with_config(parser, argv, "stage2")
+    if args.lpips_weight > 0:
+        available, reason = lpips_available()
+        if not available:
+            parser.error(f"--lpips-weight: {reason}")
+    return args
+
+
+def build_stage2(args: argparse.Namespace, base_config: Stage2Config) -> Stage2Prithvi:
+    """A fresh stage 2 (seeded) with the parameters ``--backbone``/``--unfreeze-last`` ask to train."""
+    config = Stage2Config.from_dict(args.model_config) if args.model_config else base_config
+    backbone = args.backbone if args.backbone != "auto" else ("lora" if config.pretrained else "full")
+    overrides = {k: v for k, v in (("lora_rank", args.lora_rank), ("lora_alpha", args.lora_alpha),
+                                   ("lora_targets", args.lora_targets)) if v is not None}
+    if backbone != "lora":
+        overrides["lora_rank"] = 0
+    config = Stage2Config.from_dict({**config.to_dict(), **overrides, "trained": False, "load_in_8bit": False})
+    if backbone == "lora" and config.lora_rank < 1:
+        raise ValueError("--backbone lora needs --lora-rank >= 1")
+    if args.load_in_8bit and (backbone == "full" or args.unfreeze_last):
+        raise ValueError("--load-in-8bit freezes the backbone in int8: use --backbone lora or frozen, "
+                         "without --unfreeze-last")
+    torch.manual_seed(args.seed)
+    stage = Stage2Prithvi.build(config)
+    for name, parameter in stage.prithvi.named_parameters():
+        parameter.requires_grad = backbone == "full" or "lora_" in name
+    blocks = getattr(stage.prithvi, "blocks", [])
+    for block in list(blocks)[len(blocks) - args.unfreeze_last:] if args.unfreeze_last else []:
+        block.requires_grad_(True)
+    return stage
+
+
+def make_loss(args: argparse.Namespace, std):
+    def loss_fn(model, batch):
+        month = None if args.no_conditioning else batch["month"]
+        biome = None if args.no_conditioning else batch["biome"]
+        pred, target = model(batch["opt_v1"], month=month, biome=biome), batch["s2"]
+        loss = args.l1_weight * losses.l1(pred, target, std)
+        for weight, term in ((args.l2_weight, lambda: losses.l2(pred, target, std)),
+                             (args.ssim_weight, lambda: losses.ssim_loss(pred, target)),
+                             (args.sam_weight, lambda: losses.spectral_angle(pred, target)),
+                             (args.lpips_weight, lambda: losses.lpips_loss(pred, target))):
+            if weight:
+                loss = loss + weight * term()
+        return loss
+
+    return loss_fn
+
+
+def full_precision_copy(stage: Stage2Prithvi, base_state: dict) -> Stage2Prithvi:
+    """Rebuild the stage unquantized: the saved base weights plus every trained weight of ``stage``."""
+    copy = Stage2Prithvi.build(stage.config)
+    copy.load_state_dict(base_state)
+    trained = {n: p.detach() for n, p in stage.named_parameters() if p.requires_grad}
+    copy.load_state_dict(trained, strict=False)
+    return copy
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    run = loop.setup_distributed(args.device)
+    common.seed_all(args.seed)
+    clear_only = not args.all_tiles
+    train = precompute_stage1.attach(common.load_split(args.data, "train", clear_only=clear_only), args.opt_v1)
+    val = common.load_split(args.data, "validation", clear_only=clear_only).head(args.max_val_tiles)
+    val = precompute_stage1.attach(val, args.opt_v1)
+
+    stage = build_stage2(args, load_preset(str(args.init_from)).stage2.config)
+    base_state = common.clone_state(stage) if args.load_in_8bit else None
+    if args.load_in_8bit:
+        stage.quantize_backbone()
+    stage.to(run.device)
+    if run.is_main:
+        print(f"{len(train)} train / {len(val)} validation tiles; stage 2 trains "
+              f"{stage.trainable_parameter_count() / 1e6:.2f} M of {sum(p.numel() for p in stage.parameters()) / 1e6:.2f} M "
+              "parameters")
+
+    def evaluate():
+        kwargs = {} if args.no_conditioning else {"month": val.month, "biome": val.biome}
+        pred = common.predict_tiles(stage, val.extras["opt_v1"], device=run.device, **kwargs)
+        return common.score(pred, val.s2)
+
+    result = loop.fit(stage, loss_fn=make_loss(args, stage.config.standardization), tiles=train, evaluate=evaluate,
+                      select=lambda scores, _: scores["psnr"], args=args, run=run, desc="stage 2")
+    start, best = result.start_scores, result.best_scores
+    summary = {"steps": result.steps, "best_step": result.best_step, "val_psnr": best["psnr"], "val_ssim": best["ssim"],
+               "input_psnr": start["psnr"], "input_ssim": start["ssim"], "wall_s": result.wall_s, "out": args.out}
+    if run.is_main:
+        stage = stage.cpu()
+        if base_state is not None:
+            stage = full_precision_copy(stage, base_state)
+        text = (f"trained on stage-1 outputs of {len(train)} real train tiles ({args.opt_v1.name}), weights of step "
+                f"{result.best_step}/{result.steps}; validation PSNR {best['psnr']:.2f} dB / SSIM {best['ssim']:.3f} "
+                f"(its input opt_v1: {start['psnr']:.2f} dB / {start['ssim']:.3f}, {len(val)} tiles)")
+        common.write_pipeline(args, {"2": stage}, "2", text)
+        print(f"stage 2 {text}\nwrote {args.out} ({result.wall_s:.0f} s)")
+    loop.teardown_distributed()
+    return summary
+
+
+if __name__ == "__main__":
+    main()

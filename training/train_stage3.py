@@ -1,0 +1,156 @@
+"""Train stage 3 (TerraMind on SAR + opt_v2) to ground opt_v2 in the SAR, giving opt_v3.
+
+Usage::
+
+    python -m training.train_stage3 --init-from /tmp/stage2 --opt-v1 /tmp/opt_v1 --out /tmp/stage3 \
+        [--config training/configs/mini.yaml]
+
+Inputs: the stored (out-of-fold) stage-1 outputs passed through the trained stage 2 of
+``--init-from`` once at start, so stage 3 trains on the opt_v2 it will see at test time.
+
+- ``regress`` mode: ``--l1-weight`` x L1 to the real optical + ``--sar-weight`` x SAR-edge term
+  (the prediction should agree with the speckle-filtered SAR's edges as much as the real
+  optical tile does: not less, and not more, which would be SAR texture painted in) +
+  ``--identity-weight`` x L1 to opt_v2 (change only what the SAR supports) + ``--sam-weight`` x
+  spectral angle. Every weight trains for a random-init base; LoRA only for a pretrained one.
+- ``generate`` mode: LoRA on TerraMind's decoder cross-attention trained with the teacher-forced
+  token cross-entropy (DESIGN.md): the true S2L2A tokens given SAR + opt_v2.
+
+Early stopping keeps the weights with the best validation PSNR among those whose validation
+SAR-edge agreement is no further from the real optical's than the starting point's (the
+identity in regress mode): mean over tiles of |agreement(prediction) - agreement(real)|.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import gac_pipeline  # noqa: F401  (torchvision fix before terratorch)
+from gac_pipeline.configs import Stage3Config
+from gac_pipeline.presets import load_preset
+from gac_pipeline.stages import terramind_common as tm
+from gac_pipeline.stages.stage3_grounding import Stage3Grounding
+from training import common, loop, losses, precompute_stage1
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    loop.add_loop_arguments(parser, max_steps=400, lr=1e-3, warmup=0.1, patience=4)
+    parser.add_argument("--init-from", required=True, help="pipeline folder/preset with trained stages 1 and 2")
+    parser.add_argument("--opt-v1", type=Path, required=True, help="folder written by training.precompute_stage1")
+    parser.add_argument("--lora-rank", type=int, default=None, help="override the config's LoRA rank")
+    parser.add_argument("--l1-weight", type=float, default=1.0)
+    parser.add_argument("--sar-weight", type=float, default=0.5)
+    parser.add_argument("--identity-weight", type=float, default=0.1)
+    parser.add_argument("--sam-weight", type=float, default=0.1)
+    return loop.parse_with_config(parser, argv, "stage3")
+
+
+def build_stage3(args: argparse.Namespace, base_config: Stage3Config) -> Stage3Grounding:
+    config = Stage3Config.from_dict(args.model_config) if args.model_config else base_config
+    lora = config.mode == "generate" or config.terramind.pretrained
+    overrides = {"trained": False}
+    if args.lora_rank is not None:
+        overrides["lora_rank"] = args.lora_rank
+    if not lora:
+        overrides["lora_rank"] = 0  # random-init base: train it all, adapters would add nothing
+    config = Stage3Config.from_dict({**config.to_dict(), **overrides})
+    if lora and config.lora_rank < 1:
+        raise ValueError(f"stage 3 ({config.mode}, pretrained={config.terramind.pretrained}) trains LoRA adapters: "
+                         "set --lora-rank >= 1")
+    torch.manual_seed(args.seed)
+    stage = Stage3Grounding.build(config)
+    if not lora:
+        stage.requires_grad_(True)
+    return stage
+
+
+class TokenLoss(nn.Module):
+    """Generate mode's training forward: the teacher-forced token loss as a module, so DDP can wrap it."""
+
+    def __init__(self, stage: Stage3Grounding):
+        super().__init__()
+        self.stage = stage
+
+    def forward(self, s1: torch.Tensor, opt_v2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return tm.teacher_forced_token_loss(self.stage.terramind, {"S1GRD": s1, "S2L2A": opt_v2}, target)
+
+
+def make_loss(args: argparse.Namespace, stage: Stage3Grounding):
+    std = stage.config.standardization
+    if stage.config.mode == "generate":
+        return lambda model, batch: model(batch["s1"], batch["opt_v2"], batch["s2"])
+
+    def loss_fn(model, batch):
+        pred, target = model(batch["s1"], batch["opt_v2"]), batch["s2"]
+        loss = args.l1_weight * losses.l1(pred, target, std)
+        if args.sar_weight:
+            loss = loss + args.sar_weight * losses.sar_edge_match_loss(pred, target, batch["s1"])
+        if args.identity_weight:
+            loss = loss + args.identity_weight * losses.l1(pred, batch["opt_v2"], std)
+        if args.sam_weight:
+            loss = loss + args.sam_weight * losses.spectral_angle(pred, target)
+        return loss
+
+    return loss_fn
+
+
+def with_opt_v2(tiles: common.TileSet, stage2, device) -> common.TileSet:
+    """Add stage 2's output on the stored opt_v1 (what stage 3 sees at test time)."""
+    stage2.eval().to(device)
+    opt_v2 = common.predict_tiles(stage2, tiles.extras["opt_v1"], device=device, month=tiles.month, biome=tiles.biome)
+    return tiles.with_extra("opt_v2", opt_v2)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    run = loop.setup_distributed(args.device)
+    common.seed_all(args.seed)
+    clear_only = not args.all_tiles
+    base = load_preset(str(args.init_from))
+    train = precompute_stage1.attach(common.load_split(args.data, "train", clear_only=clear_only), args.opt_v1)
+    val = common.load_split(args.data, "validation", clear_only=clear_only).head(args.max_val_tiles)
+    val = precompute_stage1.attach(val, args.opt_v1)
+    train, val = with_opt_v2(train, base.stage2, run.device), with_opt_v2(val, base.stage2, run.device)
+
+    stage = build_stage3(args, base.stage3.config)
+    stage.to(run.device)
+    model = TokenLoss(stage) if stage.config.mode == "generate" else stage
+    if run.is_main:
+        print(f"{len(train)} train / {len(val)} validation tiles; stage 3 ({stage.config.mode}) trains "
+              f"{stage.trainable_parameter_count() / 1e6:.2f} M parameters")
+
+    def evaluate():
+        pred = common.predict_tiles(lambda s1, v2: stage(s1, v2, seed=args.seed), val.s1, val.extras["opt_v2"],
+                                    device=run.device)
+        return common.score(pred, val.s2, val.s1)
+
+    def select(scores: dict[str, float], start: dict[str, float]) -> float:
+        if math.isnan(start["sar_edge_gap"]):  # a constant start image has no edges: nothing to keep
+            return scores["psnr"]
+        return scores["psnr"] if scores["sar_edge_gap"] <= start["sar_edge_gap"] else float("-inf")
+
+    result = loop.fit(model, loss_fn=make_loss(args, stage), tiles=train, evaluate=evaluate, select=select,
+                      args=args, run=run, desc="stage 3")
+    start, best = result.start_scores, result.best_scores
+    summary = {"steps": result.steps, "best_step": result.best_step, "val_psnr": best["psnr"],
+               "val_ssim": best["ssim"], "val_sar_edge": best["sar_edge"], "input_psnr": start["psnr"],
+               "input_sar_edge": start["sar_edge"], "wall_s": result.wall_s, "out": args.out}
+    if run.is_main:
+        text = (f"{stage.config.mode} mode trained on stage-2 outputs of {len(train)} real train tiles, weights of "
+                f"step {result.best_step}/{result.steps}; validation PSNR {best['psnr']:.2f} dB, SAR-edge "
+                f"{best['sar_edge']:.3f} (at start: {start['psnr']:.2f} dB, {start['sar_edge']:.3f}; real optical "
+                f"{best['sar_edge_real']:.3f}; {len(val)} tiles)")
+        common.write_pipeline(args, {"3": stage.cpu()}, "3", text)
+        print(f"stage 3 {text}\nwrote {args.out} ({result.wall_s:.0f} s)")
+    loop.teardown_distributed()
+    return summary
+
+
+if __name__ == "__main__":
+    main()
