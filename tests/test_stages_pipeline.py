@@ -233,13 +233,20 @@ def test_label_says_untrained():
     assert "UNTRAINED" not in pipeline.label
 
 
-def test_embedded_mini_preset_loads_offline_and_says_untrained(real_pair):
-    from gac_pipeline.presets import load_preset
+def test_embedded_mini_preset_is_trained_and_says_on_what(real_pair):
+    from gac_pipeline.presets import PRESETS, load_preset
+    from gac_pipeline.references import References
 
     pipeline = load_preset("mini")
-    assert "UNTRAINED" in pipeline.label  # until the training milestone replaces its weights
+    assert pipeline.config.trained and "UNTRAINED" not in pipeline.label
+    assert "trained from random init on 18 real BigEarthNet clear_land tiles" in pipeline.label
+    references = References.load(PRESETS["mini"])
+    assert references is not None and references.control is not None and references.control.config.trained
+    size = sum(f.stat().st_size for f in PRESETS["mini"].rglob("*") if f.is_file())
+    assert size < 30e6  # the bundled-weights budget
     out = pipeline(read_s1(real_pair.s1_path).data)
     assert out.opt_v3.shape == (12, 120, 120) and np.isfinite(out.opt_v3).all()
+    assert not np.array_equal(out.opt_v1, out.opt_v2)  # trained stages change the image
 
 
 def test_hub_preset_offline_fails_with_one_clear_line():
