@@ -2,13 +2,21 @@
 
 Every ``write_*`` function takes a folder, writes one file there and returns its path. Run
 ``python -m tests.bad_inputs OUT_DIR`` from the repository root to write them all, e.g. to
-try them in the app.
+try them in the app; it prints each file with what must happen to it.
+
+``CORPUS`` lists the hardening corpus (issue 5) with the expected outcome of each file: every
+interface (CLI, Python API, app) must refuse it with a one-line message naming the file and
+matching ``expected``, except ``partly_nan.tif``, which must run with its bad pixels masked.
+Reference cases are given together with ``write_good_sar``'s scene, whose grid they miss.
 
 GDAL has no boolean type, so the "bool" case is a 1-bit band (``NBITS=1``), which is how a
 boolean mask is stored in a GeoTIFF; rasterio refuses to write ``dtype=bool`` at all.
 """
 
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +73,11 @@ def write_raster(
         if tags:
             dataset.update_tags(**tags)
     return path
+
+
+def write_good_sar(folder: Path) -> Path:
+    """A valid 32x32 dB scene on the grid (UTM 33N, ``TRANSFORM``) the references are compared to."""
+    return write_raster(folder / "good_sar.tif", sar_db())
 
 
 # ----------------------------------------------------------------------------- broken files
@@ -224,11 +237,50 @@ def write_s2_partly_nan(folder: Path) -> Path:
 
 
 CASES = (
-    write_not_a_tiff, write_truncated, write_sar_bands, write_all_nan, write_partly_nan,
+    write_good_sar, write_not_a_tiff, write_truncated, partial(write_sar_bands, count=1), write_sar_bands,
+    partial(write_sar_bands, count=12), write_all_nan, write_partly_nan,
     write_nodata, write_linear_no_units, write_linear_with_units, write_linear_tagged,
     write_amplitude, write_tiny, write_huge_header, write_complex, write_one_bit,
     write_swapped_bands, write_hh_hv, write_dated, write_s2_wrong_size, write_s2_other_crs,
     write_s2_four_bands, write_s2_shuffled, write_s2_missing_band, write_s2_partly_nan,
+)
+
+
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """One corpus file and what every interface must do with it.
+
+    Attributes:
+        name: short id, e.g. "12-bands".
+        write: writes the file into a folder and returns its path.
+        role: "sar" (given as the scene) or "reference" (given with ``write_good_sar``'s scene).
+        expected: regex the one-line refusal must match; "" means it must run (masked pixels).
+    """
+
+    name: str
+    write: Callable[[Path], Path]
+    role: str
+    expected: str
+
+
+CORPUS = (
+    BadInput("not-tiff", write_not_a_tiff, "sar", r"not a readable raster, expected a GeoTIFF"),
+    BadInput("truncated", write_truncated, "sar", r"truncated or corrupt"),
+    BadInput("1-band", partial(write_sar_bands, count=1), "sar", r"expected 2 SAR bands \(VV, VH\), found 1$"),
+    BadInput("3-bands", write_sar_bands, "sar", r"expected 2 SAR bands \(VV, VH\), found 3$"),
+    BadInput("12-bands", partial(write_sar_bands, count=12), "sar", r"expected 2 SAR bands \(VV, VH\), found 12$"),
+    BadInput("all-nan", write_all_nan, "sar", r"no valid pixels: every value is NaN"),
+    BadInput("partly-nan-inf", write_partly_nan, "sar", ""),
+    BadInput("linear-no-units", write_linear_no_units, "sar", r"looks like linear power, not dB"),
+    BadInput("8x8", write_tiny, "sar", r"image is 8x8 pixels, too small"),
+    BadInput("50000x50000", write_huge_header, "sar", r"image is 50000x50000 pixels .*too large"),
+    BadInput("complex", write_complex, "sar", r"unsupported data type complex64"),
+    BadInput("bool", write_one_bit, "sar", r"unsupported 1-bit \(boolean\) data"),
+    BadInput("s2-other-size", write_s2_wrong_size, "reference", r"reference is 24x32 pixels .*same grid"),
+    BadInput("s2-other-crs", write_s2_other_crs, "reference", r"reference CRS EPSG:32632 differs .*same grid"),
+    BadInput("s2-4-bands", write_s2_four_bands, "reference", r"expected 12 Sentinel-2 L2A bands .*found 4"),
 )
 
 
@@ -239,5 +291,9 @@ def write_all(folder: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    for written in write_all(Path(sys.argv[1] if len(sys.argv) > 1 else "bad_inputs")):
-        print(written)
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "bad_inputs")
+    write_all(out)
+    for case in CORPUS:
+        written = case.write(out)
+        outcome = f"refused: {case.expected}" if case.expected else "runs, bad pixels masked and noted"
+        print(f"{written}  [{case.role}] {outcome}")

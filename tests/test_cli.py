@@ -6,9 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rasterio
-from bad_inputs import write_huge_header, write_linear_no_units, write_not_a_tiff, write_s2_wrong_size, write_sar_bands
 
 from gac_pipeline.cli import main
 
@@ -44,28 +42,7 @@ def test_translate_without_reference_reports_reference_free_scores(saved_tiny_pi
     assert report["stages"]["opt_v1"]["psnr"] is None and "sar_edge" in report["stages"]["opt_v1"]
 
 
-@pytest.mark.parametrize("writer,expected", [
-    (write_not_a_tiff, "not a"),
-    (write_sar_bands, "expected 2 SAR bands"),
-    (write_linear_no_units, "linear power"),
-    (write_huge_header, "pixels"),
-])
-def test_bad_input_exits_nonzero_with_one_line(tmp_path, saved_tiny_pipeline, capsys, writer, expected):
-    path = writer(tmp_path)
-    code = main(["translate", str(path), "--out", str(tmp_path / "out"), "--preset", str(saved_tiny_pipeline)])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and expected in err and path.name in err
-
-
-def test_reference_on_another_grid_is_refused_before_running(saved_tiny_pipeline, real_pair, tmp_path, capsys):
-    other = write_s2_wrong_size(tmp_path)
-    code = main(["translate", str(real_pair.s1_path), "--out", str(tmp_path / "out"), "--reference", str(other),
-                 "--preset", str(saved_tiny_pipeline)])
-    assert code == 2 and not (tmp_path / "out" / "opt_v1.tif").exists()
-    assert other.name in capsys.readouterr().err
-
-
 def test_module_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "gac_pipeline", "translate", "--help"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0 and "--reference" in result.stdout
