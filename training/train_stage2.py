@@ -79,9 +79,9 @@ def build_stage2(args: argparse.Namespace, base_config: Stage2Config) -> Stage2P
     stage = Stage2Prithvi.build(config)
     for name, parameter in stage.prithvi.named_parameters():
         parameter.requires_grad = backbone == "full" or "lora_" in name
-    blocks = getattr(stage.prithvi, "blocks", [])
-    for block in list(blocks)[len(blocks) - args.unfreeze_last:] if args.unfreeze_last else []:
-        block.requires_grad_(True)
+    if args.unfreeze_last:
+        for block in list(stage.prithvi.blocks)[-args.unfreeze_last:]:
+            block.requires_grad_(True)
     return stage
 
 
