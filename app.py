@@ -13,8 +13,9 @@ from app.ui import build_demo
 # The app accepts scenes up to 1024x1024 px: a float32 12-band reference of that size is ~50 MB.
 MAX_FILE_SIZE = "64mb"
 
-# One translation at a time: the models use every CPU core; others wait in a bounded queue.
-demo = build_demo().queue(default_concurrency_limit=1, max_size=16)
+# One translation at a time: the models use every CPU core; others wait in a bounded queue
+# (32: a burst of 20 users all get served, bench/load.py; a 128-px tile takes ~0.3 s).
+demo = build_demo().queue(default_concurrency_limit=1, max_size=32)
 
 if __name__ == "__main__":
     demo.launch(
