@@ -46,6 +46,8 @@ class TerraMindSpec:
 
     size: str | None = None  # "tiny"|"small"|"base"|"large" (registry) or None (custom dims below)
     pretrained: bool = False  # download TerraMind-1.0 weights from the Hub (registry sizes only)
+    revision: str | None = None  # Hub commit of the TerraMind weights (None: the moving "main")
+    tokenizer_revision: str | None = None  # Hub commit of the S2L2A tokenizer (generate mode)
     dim: int = 128
     depth: int = 6
     num_heads: int = 4
@@ -76,6 +78,7 @@ class Stage2Config(_JsonConfig):
 
     backbone: str = "prithvi_eo_tiny"  # terratorch registry name, e.g. prithvi_eo_v2_300
     pretrained: bool = False
+    revision: str | None = None  # Hub commit of the Prithvi weights (None: the moving "main")
     embed_dim: int | None = None  # overrides for small custom backbones (None: registry default)
     depth: int | None = None
     num_heads: int | None = None
@@ -116,6 +119,7 @@ class PipelineConfig(_JsonConfig):
     trained: bool = False
     tile_size: int = 128
     tile_overlap: int = 32
-    base_models: dict = field(default_factory=dict)  # {"stage1": {"repo": ..., "revision": ...}}
+    # Written by save_pretrained from the stage configs: {"stage1": [{"repo", "filename", "revision", "pinned"}]}
+    base_models: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)  # relative path -> sha256, verified on load
     format_version: int = 1

@@ -1,19 +1,29 @@
 """Locating and checking checkpoint folders, locally or on the Hugging Face Hub.
 
-Safety rules for anything loaded: weights only as safetensors (terratorch's own ``.pt`` base
-weights are loaded by terratorch with ``weights_only=True``, never by us); no pickles; every
+Safety rules for anything loaded: our weights only as safetensors; the foundation models'
+published ``.pt`` files only through ``torch.load(weights_only=True)``; no other pickles; every
 file listed in ``pipeline_config.json`` must match its recorded SHA-256; no path may leave
 the checkpoint folder.
+
+Foundation-model weights (TerraMind, its S2L2A tokenizer, Prithvi) are ``HubFile``s: fetched by
+us at the revision the stage config names (a 40-hex commit pins them; terratorch itself always
+downloads ``main``), then loaded so that every weight of the model must come from the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 PIPELINE_CONFIG = "pipeline_config.json"
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pickle", ".pt", ".pth", ".ckpt")
 ALLOWED_PATTERNS = ["*.json", "*.safetensors", "*.md"]
+COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
+
+logger = logging.getLogger(__name__)
 
 
 class CheckpointSafetyError(RuntimeError):
@@ -71,3 +81,111 @@ def verify_folder(root: Path, recorded: dict[str, str]) -> None:
             raise CheckpointSafetyError(f"{relative}: listed in {PIPELINE_CONFIG} but missing")
         if sha256(path) != expected:
             raise CheckpointSafetyError(f"{relative}: SHA-256 does not match {PIPELINE_CONFIG} (corrupt or altered)")
+
+
+# --------------------------------------------------------------------------- foundation-model weights
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One published weight file of a foundation model, at a revision.
+
+    ``revision`` is a 40-hex commit (pinned: the same bytes forever), a branch or tag, or None
+    (the repo's ``main`` branch, which its owners may move).
+    """
+
+    repo: str
+    filename: str
+    revision: str | None = None
+
+    @property
+    def pinned(self) -> bool:
+        return self.revision is not None and COMMIT_HASH.fullmatch(self.revision) is not None
+
+    def __str__(self) -> str:
+        return f"{self.repo}/{self.filename}@{self.revision or 'main'}"
+
+    def describe(self) -> dict:
+        """What ``pipeline_config.json`` records under ``base_models``."""
+        return {"repo": self.repo, "filename": self.filename, "revision": self.revision or "main",
+                "pinned": self.pinned}
+
+
+def hub_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the file could not be fetched", across HTTP client libraries."""
+    from huggingface_hub import errors
+
+    found: list[type[BaseException]] = [errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled,
+                                        errors.HfHubHTTPError, ConnectionError, TimeoutError]
+    for module, name in (("httpx", "TransportError"), ("requests.exceptions", "ConnectionError")):
+        try:
+            found.append(getattr(__import__(module, fromlist=[name]), name))
+        except ImportError:
+            pass
+    return tuple(found)
+
+
+def fetch(files: list[HubFile], what: str, *, warn_unpinned: bool = True) -> list[Path]:
+    """Download each file at its revision, or find it in the Hugging Face cache (offline).
+
+    Fetching happens before any model is built: a missing file fails in a second, not after
+    building a 300 M-parameter network.
+
+    Raises:
+        RuntimeError: One line naming ``what`` and every file that is neither cached nor reachable.
+    """
+    from huggingface_hub import hf_hub_download
+
+    paths, missing = [], []
+    for file in files:
+        try:
+            paths.append(Path(hf_hub_download(file.repo, file.filename, revision=file.revision)))
+        except hub_errors():
+            missing.append(str(file))
+    if missing:
+        raise RuntimeError(
+            f"{what} weights are not in the local Hugging Face cache and the Hub is unreachable or refused "
+            f"(HF_HUB_OFFLINE=1 or no network): {', '.join(missing)}; use the embedded 'mini' preset or "
+            "pre-download them into the Hugging Face cache on a connected machine."
+        )
+    for file in files:
+        if warn_unpinned and not file.pinned:
+            logger.warning("%s: %s is not pinned to a commit; its owners can change it "
+                           "(python -m training.init_presets --pin records the commit)", what, file)
+    return paths
+
+
+def commit_of(path: Path, file: HubFile) -> str:
+    """The commit a cached Hub file belongs to: its ``snapshots/<commit>/`` folder."""
+    snapshot = Path(path).parents[len(Path(file.filename).parts) - 1]
+    if snapshot.parent.name != "snapshots" or not COMMIT_HASH.fullmatch(snapshot.name):
+        raise RuntimeError(f"{file}: {path} is not inside a Hugging Face cache snapshot; cannot tell its commit")
+    return snapshot.name
+
+
+def load_torch_weights(path: Path) -> dict:
+    """A published ``.pt`` state dict, unpickled only with ``weights_only=True``."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointSafetyError(f"{path.name}: not a state dict of tensors")
+    return state
+
+
+def load_exact(module, state: dict, source: str) -> None:
+    """Load ``state`` into ``module``: every weight of the module must come from it.
+
+    Extra entries in ``state`` are ignored (a published encoder-decoder file also holds the
+    decoder an encoder does not use); a missing weight or a wrong shape is an error, never a
+    silently random-initialised layer.
+    """
+    own = module.state_dict()
+    missing = [key for key in own if key not in state]
+    wrong = [key for key in own if key in state and state[key].shape != own[key].shape]
+    if missing or wrong:
+        raise CheckpointSafetyError(
+            f"{source}: {len(missing)} weights missing (e.g. {missing[:3]}) and {len(wrong)} with the "
+            f"wrong shape (e.g. {wrong[:3]}) for {type(module).__name__}"
+        )
+    module.load_state_dict({key: state[key] for key in own}, strict=True)

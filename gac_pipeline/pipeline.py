@@ -57,6 +57,12 @@ class GACPipeline(nn.Module):
         state = "trained" if self.config.trained else "UNTRAINED (random weights)"
         return f"{self.config.name}: {self.config.description or 'no description'} [{state}]"
 
+    def unpinned_notes(self) -> list[str]:
+        """One note per published base file loaded from a moving branch instead of a commit."""
+        return [f"{stage} base {entry['repo']}/{entry['filename']}@{entry['revision']} is not pinned to a commit: "
+                "its owners can change these weights"
+                for stage, entries in self.config.base_models.items() for entry in entries if not entry["pinned"]]
+
     # ----------------------------------------------------------------------------- one tile
     @torch.no_grad()
     def __call__(self, s1_db: np.ndarray | torch.Tensor, *, month: int | None = None,
@@ -91,7 +97,7 @@ class GACPipeline(nn.Module):
             else:
                 versions = tiled_apply_array(s1, run_tile, tile=tile, overlap=overlap, progress=progress)
         return PipelineOutput(**versions, ran={k: k in stages for k in ALL_STAGES}, timings_s=timings,
-                              notes=_skip_notes(stages))
+                              notes=_skip_notes(stages) + self.unpinned_notes())
 
     @contextmanager
     def _generate_timesteps(self, timesteps: int | None) -> Iterator[None]:
@@ -186,7 +192,7 @@ class GACPipeline(nn.Module):
             finally:
                 for writer in writers.values():
                     writer.close()
-            notes = list(source.notes) + _skip_notes(stages)
+            notes = list(source.notes) + _skip_notes(stages) + self.unpinned_notes()
         return {"paths": paths, "month": month, "notes": notes, "timings_s": timings}
 
     # ---------------------------------------------------------------------- save / load
@@ -198,6 +204,7 @@ class GACPipeline(nn.Module):
         for key, stage in (("1", self.stage1), ("2", self.stage2), ("3", self.stage3)):
             files += stage.save(directory / STAGE_DIRS[key])
         self.config.files = {str(p.relative_to(directory)): hub.sha256(p) for p in files}
+        self.config.base_models = base_models(self.stage1.config, self.stage2.config, self.stage3.config)
         self.config.save(directory / hub.PIPELINE_CONFIG)
         return directory
 
@@ -217,12 +224,27 @@ class GACPipeline(nn.Module):
             raise CheckpointError(f"{root}: missing {hub.PIPELINE_CONFIG}")
         config = PipelineConfig.load(config_path)
         hub.verify_folder(root, config.files)
+        # Every published base file first: one message naming all that are missing, before any build.
+        needed = {(entry["repo"], entry["filename"], entry["revision"])
+                  for entries in config.base_models.values() for entry in entries}
+        hub.fetch([hub.HubFile(*file) for file in sorted(needed)], config.name, warn_unpinned=False)
         stage1 = Stage1TerraMind.load(hub.inside(root, STAGE_DIRS["1"]))
         stage2 = Stage2Prithvi.load(hub.inside(root, STAGE_DIRS["2"]))
         if load_in_8bit and not stage2.config.load_in_8bit:
             stage2.quantize_backbone()
         stage3 = Stage3Grounding.load(hub.inside(root, STAGE_DIRS["3"]))
         return cls(stage1, stage2, stage3, config)
+
+
+def base_models(stage1_config, stage2_config, stage3_config) -> dict:
+    """``pipeline_config.json``'s record of the published files each stage's base loads."""
+    records = {}
+    for key, stage_class, config in (("1", Stage1TerraMind, stage1_config), ("2", Stage2Prithvi, stage2_config),
+                                     ("3", Stage3Grounding, stage3_config)):
+        files = stage_class.base_weights(config)
+        if files:
+            records[STAGE_DIRS[key]] = [file.describe() for file in files]
+    return records
 
 
 def _check_stages(stages) -> tuple[str, ...]:

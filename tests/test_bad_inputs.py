@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from safetensors.torch import load_file, save_file
 
 from gac_pipeline import hub
@@ -212,21 +213,36 @@ def test_checkpoint_pickles_are_refused(saved_tiny_pipeline, tmp_path, suffix):
         GACPipeline.from_pretrained(root)
 
 
-def test_hub_downloads_no_pickles_and_terratorch_pt_loads_weights_only():
-    """Hub snapshots fetch only JSON/safetensors/Markdown. TerraMind's base weights are terratorch's own
-    ``.pt`` files, loaded by terratorch (not by us) with ``torch.load(weights_only=True)``: checked here in its
-    source, so an upgrade that drops it fails this test."""
-    import importlib.util
+class _RunsCode:
+    """A pickle that would create a file when unpickled without ``weights_only``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_hub_downloads_no_pickles_and_published_pt_files_load_weights_only(tmp_path):
+    """Hub snapshots fetch only JSON/safetensors/Markdown; the foundation models' published ``.pt``
+    files are unpickled only with ``weights_only=True``: code inside one never runs."""
+    import pickle
 
     assert not any(pattern.endswith(hub.PICKLE_SUFFIXES) for pattern in hub.ALLOWED_PATTERNS)
-    terramind = Path(importlib.util.find_spec("terratorch").submodule_search_locations[0]) / "models" / "backbones"
-    loads = [(path.name, call) for path in (terramind / "terramind").rglob("*.py")
-             for call in re.findall(TORCH_LOAD, path.read_text())]
-    assert loads and all("weights_only=True" in call for _, call in loads), loads
     repo = Path(__file__).resolve().parent.parent
     ours = [call for folder in ("gac_pipeline", "training") for path in (repo / folder).rglob("*.py")
             for call in re.findall(TORCH_LOAD, path.read_text())]
-    assert all("weights_only=True" in call for call in ours), ours
+    assert ours and all("weights_only=True" in call for call in ours), ours
+
+    marker, evil = tmp_path / "code-ran", tmp_path / "evil.pt"
+    torch.save({"w": _RunsCode(marker)}, evil)
+    with pytest.raises(pickle.UnpicklingError):
+        hub.load_torch_weights(evil)
+    assert not marker.exists()
+    not_weights = tmp_path / "not-weights.pt"
+    torch.save({"w": torch.zeros(1), "epoch": 3}, not_weights)
+    with pytest.raises(hub.CheckpointSafetyError, match="not a state dict of tensors"):
+        hub.load_torch_weights(not_weights)
 
 
 def test_checkpoint_paths_escaping_the_folder_are_refused(saved_tiny_pipeline, tmp_path):

@@ -1,6 +1,8 @@
 """Write ``presets/hub`` (configs only) and, on request, an untrained ``mini``-architecture pipeline.
 
-Usage: ``python -m training.init_presets`` (rewrites ``presets/hub``), or
+Usage: ``python -m training.init_presets`` (rewrites ``presets/hub``),
+``python -m training.init_presets --pin`` (the same, with every base model pinned to the commit
+its ``main`` branch points to now: needs the Hub, or the files in the Hugging Face cache), or
 ``python -m training.init_presets --untrained-mini DIR`` (a random-init pipeline of the mini
 architecture, labelled UNTRAINED). The trained ``presets/mini`` comes from
 ``python -m training.train_mini --out presets/mini``; this script never touches it. Seeded.
@@ -28,11 +30,12 @@ from gac_pipeline.configs import (
     Stage3Config,
     TerraMindSpec,
 )
-from gac_pipeline.hub import PIPELINE_CONFIG, sha256
-from gac_pipeline.pipeline import STAGE_DIRS, GACPipeline
+from gac_pipeline.hub import PIPELINE_CONFIG, HubFile, commit_of, fetch, sha256
+from gac_pipeline.pipeline import STAGE_DIRS, GACPipeline, base_models
 from gac_pipeline.presets import PRESETS_DIR
+from gac_pipeline.stages import terramind_common as tm
 from gac_pipeline.stages.stage1_terramind import Stage1TerraMind
-from gac_pipeline.stages.stage2_prithvi import Stage2Prithvi
+from gac_pipeline.stages.stage2_prithvi import Stage2Prithvi, prithvi_weights
 from gac_pipeline.stages.stage3_grounding import Stage3Grounding
 
 MINI_TERRAMIND = TerraMindSpec(size=None, pretrained=False, dim=96, depth=4, num_heads=4)
@@ -48,8 +51,8 @@ def mini_pipeline(seed: int = 0) -> GACPipeline:
     return GACPipeline(stage1, stage2, stage3, config)
 
 
-def write_hub_preset(directory: Path) -> None:
-    """Configs only: the bases come from the Hub (pinned in ``base_models``)."""
+def write_hub_preset(directory: Path, *, pin: bool = False) -> None:
+    """Configs only: the bases load their published weights at the revisions recorded here."""
     terramind = TerraMindSpec(size="base", pretrained=True)
     configs = {
         "1": Stage1Config(mode="generate", terramind=terramind, timesteps=10),
@@ -57,6 +60,8 @@ def write_hub_preset(directory: Path) -> None:
         "3": Stage3Config(mode="generate", terramind=terramind, timesteps=10, lora_rank=8,
                           lora_targets=TERRAMIND_CROSS_ATTN_TARGETS),
     }
+    if pin:
+        pin_revisions(configs["1"].terramind, configs["2"])
     files = {}
     for key, config in configs.items():
         (directory / STAGE_DIRS[key]).mkdir(parents=True, exist_ok=True)
@@ -66,18 +71,33 @@ def write_hub_preset(directory: Path) -> None:
     PipelineConfig(
         name="GAC-hub", trained=False, files=files,
         description="TerraMind-1.0-base zero-shot (stages 1, 3) + Prithvi-EO-2.0-300M with an untrained head",
-        base_models={"terramind": {"repo": "ibm-esa-geospatial/TerraMind-1.0-base", "revision": "main"},
-                     "prithvi": {"repo": "ibm-nasa-geospatial/Prithvi-EO-2.0-300M", "revision": "main"}},
+        base_models=base_models(configs["1"], configs["2"], configs["3"]),
     ).save(directory / PIPELINE_CONFIG)
+
+
+def pin_revisions(terramind: TerraMindSpec, prithvi: Stage2Config) -> None:
+    """Replace each base's branch by the commit it points to now (fetching the files)."""
+
+    def commit(file: HubFile) -> str:
+        return commit_of(fetch([file], file.repo, warn_unpinned=False)[0], file)
+
+    terramind.revision = commit(tm.terramind_weights(terramind.size, terramind.revision))
+    terramind.tokenizer_revision = commit(tm.s2l2a_tokenizer_weights(terramind.tokenizer_revision))
+    prithvi.revision = commit(prithvi_weights(prithvi))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=PRESETS_DIR / "hub", help="where the hub preset goes")
+    parser.add_argument("--pin", action="store_true",
+                        help="record the commit each base model's branch points to now (downloads the weights)")
     parser.add_argument("--untrained-mini", type=Path, default=None, help="also write a random-init mini here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    write_hub_preset(args.out)
+    try:
+        write_hub_preset(args.out, pin=args.pin)
+    except RuntimeError as error:
+        raise SystemExit(f"init_presets: {error}") from None
     print(f"wrote {args.out}")
     if args.untrained_mini is not None:
         mini_pipeline(args.seed).save_pretrained(args.untrained_mini)

@@ -17,6 +17,7 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model,
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from gac_pipeline import hub
 from gac_pipeline.stages import terramind_common as tm
 from gac_pipeline.stages.heads import PixelDecoder
 
@@ -75,11 +76,13 @@ class Stage(nn.Module):
     def base(self) -> nn.Module:
         return getattr(self, self.base_name)
 
-    def _saves_adapters_only(self) -> bool:
-        return self._base_is_pretrained() and self.lora_config is not None
-
-    def _base_is_pretrained(self) -> bool:
+    @classmethod
+    def base_weights(cls, config) -> list[hub.HubFile]:
+        """The published foundation-model files the base loads (empty: the base is trained here)."""
         raise NotImplementedError
+
+    def _saves_adapters_only(self) -> bool:
+        return bool(self.base_weights(self.config)) and self.lora_config is not None
 
     def trainable_parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -204,5 +207,12 @@ class TerraMindStage(Stage):
                                          targets=config.lora_targets)
         return stage
 
-    def _base_is_pretrained(self) -> bool:
-        return self.config.terramind.pretrained
+    @classmethod
+    def base_weights(cls, config) -> list[hub.HubFile]:
+        spec = config.terramind
+        if not spec.pretrained:
+            return []
+        files = [tm.terramind_weights(spec.size, spec.revision)]
+        if config.mode == "generate":
+            files.append(tm.s2l2a_tokenizer_weights(spec.tokenizer_revision))
+        return files

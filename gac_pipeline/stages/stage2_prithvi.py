@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gac_pipeline import hub
 from gac_pipeline.configs import Stage2Config
 from gac_pipeline.data import BIOMES
 from gac_pipeline.stages.base import Stage, add_lora
@@ -32,20 +33,35 @@ class MonthBiomeEmbedding(nn.Module):
         return self.month(month) + self.biome(biome)
 
 
+def prithvi_weights(config: Stage2Config) -> hub.HubFile:
+    """The published Prithvi file of ``config.backbone`` at ``config.revision``."""
+    from terratorch.models.backbones.prithvi_vit import pretrained_weights
+
+    if config.backbone not in pretrained_weights:
+        raise ValueError(f"no published Prithvi weights for {config.backbone!r}; set pretrained=false")
+    info = pretrained_weights[config.backbone]
+    return hub.HubFile(info["hf_hub_id"], info["hf_hub_filename"], config.revision)
+
+
 def build_prithvi(config: Stage2Config) -> nn.Module:
-    """The Prithvi ViT encoder from terratorch's backbone registry."""
+    """The Prithvi ViT encoder from terratorch's backbone registry, pretrained weights fetched by us.
+
+    terratorch would download ``main`` only and fill missing weights silently; here the file is
+    fetched at the pinned revision, mapped with terratorch's own encoder filter and loaded exactly.
+    """
+    from terratorch.models.backbones.prithvi_vit import checkpoint_filter_fn_vit
     from terratorch.registry import BACKBONE_REGISTRY
 
+    paths = hub.fetch([prithvi_weights(config)], f"Prithvi {config.backbone}") if config.pretrained else None
     overrides = {k: v for k, v in (("embed_dim", config.embed_dim), ("depth", config.depth),
                                    ("num_heads", config.num_heads)) if v is not None}
-    try:
-        return BACKBONE_REGISTRY.build(f"terratorch_{config.backbone}", pretrained=config.pretrained,
-                                       num_frames=1, **overrides)
-    except OSError as error:  # huggingface_hub errors derive from OSError
-        raise RuntimeError(
-            f"Prithvi weights for {config.backbone} are not in the local Hugging Face cache and the Hub "
-            f"is unreachable ({type(error).__name__}); use the embedded 'mini' preset"
-        ) from error
+    model = BACKBONE_REGISTRY.build(f"terratorch_{config.backbone}", pretrained=False, num_frames=1, **overrides)
+    if paths:
+        # Our six HLS bands are Prithvi's pretraining bands, in its order: no patch-embed remapping.
+        state = checkpoint_filter_fn_vit(hub.load_torch_weights(paths[0]), model, model.model_bands,
+                                         model.model_bands)
+        hub.load_exact(model, state, f"Prithvi {config.backbone} weights")
+    return model
 
 
 def quantize_linears_8bit(module: nn.Module) -> None:
@@ -100,8 +116,9 @@ class Stage2Prithvi(Stage):
                                          targets=config.lora_targets, dropout=config.lora_dropout)
         return stage
 
-    def _base_is_pretrained(self) -> bool:
-        return self.config.pretrained
+    @classmethod
+    def base_weights(cls, config: Stage2Config) -> list[hub.HubFile]:
+        return [prithvi_weights(config)] if config.pretrained else []
 
     @classmethod
     def load(cls, directory) -> Stage2Prithvi:

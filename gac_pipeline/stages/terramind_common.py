@@ -22,18 +22,14 @@ Always import this module as ``gac_pipeline.stages.terramind_common``: importing
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-import huggingface_hub
 import numpy as np
 import torch
 import torch.nn.functional as F
-from huggingface_hub import constants as hf_constants
-from huggingface_hub import errors as hf_errors
 from terratorch.models.backbones.terramind.model import terramind_register
 from terratorch.models.backbones.terramind.model.generate import init_full_input_modality
 from terratorch.models.backbones.terramind.model.modality_info import MODALITY_INFO
@@ -45,6 +41,7 @@ from terratorch.registry import BACKBONE_REGISTRY, FULL_MODEL_REGISTRY
 from torch import Tensor, nn
 
 import gac_pipeline  # noqa: F401  (must precede terratorch: fixes torchvision imports)
+from gac_pipeline import hub
 
 __all__ = [
     "PATCH_SIZE",
@@ -117,76 +114,33 @@ _TINY_FAMILY_ARGS: dict[str, Any] = {
 }
 
 
-# --------------------------------------------------------------------------- Hub access
+# --------------------------------------------------------------------------- pretrained weights
 
 
-def _hub_offline() -> bool:
-    """True when Hub downloads are disabled, read at call time (env) and at import (constant)."""
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
-    return env in {"1", "ON", "YES", "TRUE"} or bool(hf_constants.HF_HUB_OFFLINE)
-
-
-def _hub_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "weights could not be fetched", across HTTP client libraries."""
-    errors: list[type[BaseException]] = [
-        hf_errors.LocalEntryNotFoundError,
-        hf_errors.OfflineModeIsEnabled,
-        hf_errors.HfHubHTTPError,
-        ConnectionError,
-        TimeoutError,
-    ]
-    try:
-        import httpx
-
-        errors.append(httpx.TransportError)
-    except ImportError:
-        pass
-    try:
-        import requests
-
-        errors.append(requests.exceptions.ConnectionError)
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
-def _weights_error(size: str, files: list[tuple[str, str]]) -> RuntimeError:
-    repos = ", ".join(f"{repo}/{name}" for repo, name in files)
-    return RuntimeError(
-        f"TerraMind {size} weights are not in the local Hugging Face cache and the Hub is unreachable "
-        f"(HF_HUB_OFFLINE=1 or no network); use the embedded 'mini' preset or pre-download {repos} "
-        "into the Hugging Face cache on a connected machine."
-    )
-
-
-def _build_with_hub(size: str, files: list[tuple[str, str]], build: Callable[[], nn.Module]) -> nn.Module:
-    """Run ``build``; turn "weights unavailable" into one clear RuntimeError.
-
-    Offline with missing files fails before building: building the 300 M-param generator just
-    to see the download fail costs seconds and GBs of memory.
-    """
-    if _hub_offline():
-        missing = [
-            (repo, name)
-            for repo, name in files
-            if not isinstance(huggingface_hub.try_to_load_from_cache(repo, name), str)
-        ]
-        if missing:
-            raise _weights_error(size, missing)
-    try:
-        return build()
-    except _hub_errors() as exc:
-        raise _weights_error(size, files) from exc
-
-
-def _model_files(size: str) -> list[tuple[str, str]]:
+def terramind_weights(size: str, revision: str | None = None) -> hub.HubFile:
+    """The published TerraMind-1.0 file of a registry size (the full encoder-decoder)."""
     info = terramind_register.pretrained_weights[f"terramind_v1_{size}"]
-    return [(info["hf_hub_id"], info["hf_hub_filename"])]
+    return hub.HubFile(info["hf_hub_id"], info["hf_hub_filename"], revision)
 
 
-def _s2l2a_tokenizer_files() -> list[tuple[str, str]]:
+def s2l2a_tokenizer_weights(revision: str | None = None) -> hub.HubFile:
+    """The published S2L2A tokenizer (DiVAE) file that turns generated tokens into pixels."""
     info = tokenizer_register.pretrained_weights["terramind_v1_tokenizer_s2l2a"]
-    return [(info["hf_hub_id"], info["hf_hub_filename"])]
+    return hub.HubFile(info["hf_hub_id"], info["hf_hub_filename"], revision)
+
+
+def load_generator_weights(model: nn.Module, terramind_state: dict, tokenizer_state: dict) -> None:
+    """Load a generator from TerraMind's and the S2L2A tokenizer's published state dicts.
+
+    Same key layout terratorch uses (the TerraMind file keys sit under ``sampler.model``), but
+    every weight must come from a file: terratorch would fill a missing one with random init.
+    """
+    outside = [name for name in model.state_dict()
+               if not name.startswith(("sampler.model.", f"tokenizer.{_S2L2A_TOKENS}."))]
+    if outside:
+        raise hub.CheckpointSafetyError(f"generator weights {outside[:3]} come from neither published file")
+    hub.load_exact(model.sampler.model, terramind_state, "TerraMind weights")
+    hub.load_exact(model.tokenizer[_S2L2A_TOKENS], tokenizer_state, "S2L2A tokenizer weights")
 
 
 def _check_size(size: str) -> None:
@@ -317,6 +271,8 @@ def build_generator(
     input_modalities: list[str],
     timesteps: int,
     pretrained: bool,
+    revision: str | None = None,
+    tokenizer_revision: str | None = None,
     small: dict | None = None,
 ) -> nn.Module:
     """Build a TerraMind generator that predicts S2L2A from the given pixel inputs.
@@ -329,6 +285,8 @@ def build_generator(
         timesteps: Diffusion steps of the tokenizer decoder when turning tokens into pixels.
         pretrained: Load TerraMind-1.0 and its S2L2A tokenizer from the Hugging Face Hub (cache).
             Must be False for ``size=None``.
+        revision: Commit (pin) or branch of the TerraMind weights; None is ``main``.
+        tokenizer_revision: Commit (pin) or branch of the S2L2A tokenizer weights.
         small: For ``size=None``: ``{"dim", "encoder_depth", "decoder_depth", "num_heads",
             "tokenizer": kwargs of build_small_s2l2a_tokenizer}``; see ``SMALL_TEST_GENERATOR``.
             Such a model is random-init and untrained.
@@ -338,6 +296,7 @@ def build_generator(
 
     Raises:
         RuntimeError: Pretrained weights are neither cached nor downloadable.
+        CheckpointSafetyError: A published file lacks weights of the architecture.
         ValueError: Invalid size, modalities or small config.
     """
     modalities = _check_modalities(input_modalities)
@@ -345,20 +304,21 @@ def build_generator(
         _check_size(size)
         if small is not None:
             raise ValueError("pass either a registry size or a small config, not both")
-
-        def build() -> nn.Module:
-            return FULL_MODEL_REGISTRY.build(
-                f"terratorch_terramind_v1_{size}_generate",
-                modalities=list(modalities),
-                output_modalities=["S2L2A"],
-                standardize=True,
-                timesteps=timesteps,
-                pretrained=pretrained,
-            )
-
-        if not pretrained:
-            return build()
-        return _build_with_hub(size, _model_files(size) + _s2l2a_tokenizer_files(), build)
+        paths = None
+        if pretrained:  # fetched by us, at the pinned revision, before the big build
+            paths = hub.fetch([terramind_weights(size, revision), s2l2a_tokenizer_weights(tokenizer_revision)],
+                              f"TerraMind {size}")
+        model = FULL_MODEL_REGISTRY.build(
+            f"terratorch_terramind_v1_{size}_generate",
+            modalities=list(modalities),
+            output_modalities=["S2L2A"],
+            standardize=True,
+            timesteps=timesteps,
+            pretrained=False,
+        )
+        if paths:
+            load_generator_weights(model, *(hub.load_torch_weights(path) for path in paths))
+        return model
 
     if small is None:
         raise ValueError("size=None needs a small config (see SMALL_TEST_GENERATOR)")
@@ -454,13 +414,14 @@ def build_generator_from_spec(spec, *, input_modalities: list[str], timesteps: i
         small = {"dim": spec.dim, "encoder_depth": spec.depth, "decoder_depth": spec.decoder_depth,
                  "num_heads": spec.num_heads, "tokenizer": spec.tokenizer or SMALL_TEST_GENERATOR["tokenizer"]}
     return build_generator(spec.size, input_modalities=input_modalities, timesteps=timesteps,
-                           pretrained=spec.pretrained, small=small)
+                           pretrained=spec.pretrained, revision=spec.revision,
+                           tokenizer_revision=spec.tokenizer_revision, small=small)
 
 
 def build_encoder_from_spec(spec, *, modalities: list[str]) -> nn.Module:
     """``build_encoder`` from a ``configs.TerraMindSpec``."""
     if spec.size is not None:
-        return build_encoder(spec.size, modalities=modalities, pretrained=spec.pretrained)
+        return build_encoder(spec.size, modalities=modalities, pretrained=spec.pretrained, revision=spec.revision)
     return build_encoder(None, modalities=modalities, pretrained=False, dim=spec.dim, depth=spec.depth,
                          num_heads=spec.num_heads)
 
@@ -473,6 +434,7 @@ def build_encoder(
     *,
     modalities: list[str],
     pretrained: bool,
+    revision: str | None = None,
     dim: int | None = None,
     depth: int | None = None,
     num_heads: int | None = None,
@@ -489,6 +451,7 @@ def build_encoder(
             custom small encoder of terramind_v1_tiny's architecture with ``dim``/``depth``/``num_heads``.
         modalities: Input modalities, a subset of ``SUPPORTED_INPUTS``.
         pretrained: Load TerraMind-1.0 weights from the Hugging Face Hub (cache); False for size=None.
+        revision: Commit (pin) or branch of the TerraMind weights; None is ``main``.
         dim: Custom encoder width (size=None only).
         depth: Custom encoder depth (size=None only).
         num_heads: Custom encoder heads (size=None only).
@@ -498,6 +461,7 @@ def build_encoder(
 
     Raises:
         RuntimeError: Pretrained weights are neither cached nor downloadable.
+        CheckpointSafetyError: The published file lacks weights of the architecture.
         ValueError: Invalid size/dims combination or modalities.
     """
     modalities = _check_modalities(modalities)
@@ -505,16 +469,16 @@ def build_encoder(
         _check_size(size)
         if dim is not None or depth is not None or num_heads is not None:
             raise ValueError(f"terramind_v1_{size} fixes dim/depth/num_heads; pass size=None for a custom encoder")
-
-        def build() -> nn.Module:
-            return BACKBONE_REGISTRY.build(
-                f"terratorch_terramind_v1_{size}",
-                modalities=list(modalities),
-                pretrained=pretrained,
-                merge_method="mean",
-            )
-
-        return _build_with_hub(size, _model_files(size), build) if pretrained else build()
+        paths = hub.fetch([terramind_weights(size, revision)], f"TerraMind {size}") if pretrained else None
+        model = BACKBONE_REGISTRY.build(
+            f"terratorch_terramind_v1_{size}",
+            modalities=list(modalities),
+            pretrained=False,
+            merge_method="mean",
+        )
+        if paths:
+            hub.load_exact(model, hub.load_torch_weights(paths[0]), "TerraMind weights")
+        return model
 
     if dim is None or depth is None or num_heads is None:
         raise ValueError("a custom encoder (size=None) needs dim, depth and num_heads")
