@@ -233,6 +233,7 @@ class GACPipeline(nn.Module):
         if load_in_8bit and not stage2.config.load_in_8bit:
             stage2.quantize_backbone()
         stage3 = Stage3Grounding.load(hub.inside(root, STAGE_DIRS["3"]))
+        config.base_models = base_models(stage1.config, stage2.config, stage3.config)  # what was loaded
         return cls(stage1, stage2, stage3, config)
 
 
