@@ -228,3 +228,28 @@ def test_registry_generator_from_pinned_published_files(hub_cache):
                                                 revision=OLD, tokenizer_revision=OLD), 2)
     s1 = {"S1GRD": torch.randn(1, 2, 32, 32)}
     assert torch.equal(tm.generate(source, s1, seed=5), tm.generate(loaded, s1, seed=5))
+
+
+def test_our_checkpoint_from_a_hub_repo_at_a_revision(tmp_path, monkeypatch):
+    """``from_pretrained(repo_id, revision=)`` and ``--preset repo@revision`` read the Hub cache
+    offline and honour the revision: two commits of one repo hold different weights."""
+    from conftest import build_tiny_pipeline
+
+    from gac_pipeline.presets import load_preset
+
+    root = tmp_path / "hf-cache"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
+    folder = root / "models--test-org--gac-tiny"
+    for seed, commit in ((1, OLD), (2, NEW)):
+        build_tiny_pipeline(seed).save_pretrained(folder / "snapshots" / commit)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(NEW)
+
+    s1 = np.random.default_rng(0).normal(-12, 3, (2, 32, 32)).astype(np.float32)
+    old = GACPipeline.from_pretrained("test-org/gac-tiny", revision=OLD)(s1).opt_v3
+    assert np.array_equal(old, build_tiny_pipeline(1)(s1).opt_v3)
+    assert np.array_equal(load_preset(f"test-org/gac-tiny@{OLD}")(s1).opt_v3, old)
+    new = load_preset("test-org/gac-tiny")(s1).opt_v3  # main -> NEW
+    assert np.array_equal(new, build_tiny_pipeline(2)(s1).opt_v3) and not np.array_equal(new, old)
+    with pytest.raises(RuntimeError, match=f"test-org/gac-tiny@{'c' * 40}: not in the local Hugging Face cache"):
+        GACPipeline.from_pretrained("test-org/gac-tiny", revision="c" * 40)
