@@ -117,11 +117,18 @@ def hub_errors() -> tuple[type[BaseException], ...]:
 
     found: list[type[BaseException]] = [errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled,
                                         errors.HfHubHTTPError, ConnectionError, TimeoutError]
-    for module, name in (("httpx", "TransportError"), ("requests.exceptions", "ConnectionError")):
-        try:
-            found.append(getattr(__import__(module, fromlist=[name]), name))
-        except ImportError:
-            pass
+    try:
+        import httpx
+
+        found.append(httpx.TransportError)
+    except ImportError:
+        pass
+    try:
+        import requests
+
+        found.append(requests.exceptions.ConnectionError)
+    except ImportError:
+        pass
     return tuple(found)
 
 
