@@ -33,8 +33,8 @@ def _interval(row: pd.Series, metric: str, digits: int) -> str:
 def format_summary(summary: pd.DataFrame, meta: dict) -> str:
     """The summary as a plain-text table plus the SAR-edge ceiling of the real optical tiles."""
     lines = [f"{meta['preset_label']} on {meta['n_tiles']} tile(s) ({meta['split']}), bands {meta['bands']}",
-             f"{'variant':<16}{'n':>4}  {'PSNR dB':<24}{'SSIM':<24}{'SAM deg':<24}{'SAR-edge':<24}"
-             f"{'|SAR-edge - real|':<24}"]
+             (f"{'variant':<16}{'n':>4}  {'PSNR dB':<24}{'SSIM':<24}{'SAM deg':<24}{'SAR-edge':<24}"
+              f"{'|SAR-edge - real|':<24}")]
     for _, row in summary.iterrows():
         cells = [_interval(row, "psnr", 2), _interval(row, "ssim", 3), _interval(row, "sam_deg", 2),
                  _interval(row, "sar_edge", 3), _interval(row, "sar_edge_gap", 3)]

@@ -25,7 +25,7 @@ def ensure_torchvision_ops() -> None:
     spec = importlib.util.find_spec("torchvision")
     if spec is None or not spec.submodule_search_locations:
         return  # not installed: nothing imports it
-    package_dir = list(spec.submodule_search_locations)[0]
+    package_dir = next(iter(spec.submodule_search_locations))
     for extension in glob.glob(os.path.join(package_dir, "_C*.so")):
         try:
             torch.ops.load_library(extension)

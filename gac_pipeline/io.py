@@ -16,6 +16,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import rasterio
@@ -446,7 +447,7 @@ class SarSource:
         """Close the underlying file."""
         self._dataset.close()
 
-    def __enter__(self) -> "SarSource":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -658,7 +659,7 @@ class OpticalWriter:
         """Flush and close the file."""
         self._dataset.close()
 
-    def __enter__(self) -> "OpticalWriter":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -347,7 +347,7 @@ def _band_indices(bands: Bands) -> list[int]:
     if bands is None or bands == "all":
         return list(range(len(S2L2A_BANDS)))
     if isinstance(bands, str):
-        raise ValueError(f"bands must be band indices, None or 'all', got {bands!r}")
+        raise ValueError(f"bands must be band indices, None or 'all', got {bands!r}")  # noqa: TRY004 (callers catch ValueError)
     return [int(band) for band in bands]
 
 
@@ -420,7 +420,7 @@ def _lpips_weight_paths() -> tuple[Path, Path]:
     spec = importlib.util.find_spec("lpips")
     package_dir = Path("lpips")  # only reached in messages when lpips is not installed
     if spec is not None and spec.submodule_search_locations:
-        package_dir = Path(list(spec.submodule_search_locations)[0])
+        package_dir = Path(next(iter(spec.submodule_search_locations)))
     return trunk, package_dir / "weights" / "v0.1" / "alex.pth"
 
 
