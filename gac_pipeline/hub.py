@@ -34,7 +34,7 @@ def resolve_checkpoint(repo_id_or_dir: str | Path, revision: str | None = None) 
     """Return a local folder for a checkpoint: the folder itself, or a Hub snapshot.
 
     Hub downloads honour ``revision`` (pin a commit hash for reproducibility), the local cache
-    and ``HF_HUB_OFFLINE=1``; only JSON and safetensors files are fetched.
+    and ``HF_HUB_OFFLINE=1``; only JSON, safetensors and Markdown files are fetched.
     """
     local = Path(repo_id_or_dir).expanduser()
     if local.is_dir():
@@ -132,14 +132,19 @@ def hub_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-def fetch(files: list[HubFile], what: str, *, warn_unpinned: bool = True) -> list[Path]:
+USE_MINI = "use the embedded 'mini' preset or pre-download them into the Hugging Face cache on a connected machine"
+_warned_unpinned: set[HubFile] = set()
+
+
+def fetch(files: list[HubFile], what: str, *, warn_unpinned: bool = True, advice: str = USE_MINI) -> list[Path]:
     """Download each file at its revision, or find it in the Hugging Face cache (offline).
 
     Fetching happens before any model is built: a missing file fails in a second, not after
-    building a 300 M-parameter network.
+    building a 300 M-parameter network. A file that is not pinned is logged once per process.
 
     Raises:
-        RuntimeError: One line naming ``what`` and every file that is neither cached nor reachable.
+        RuntimeError: One line naming ``what``, every file that is neither cached nor reachable,
+            and ``advice``.
     """
     from huggingface_hub import hf_hub_download
 
@@ -152,11 +157,11 @@ def fetch(files: list[HubFile], what: str, *, warn_unpinned: bool = True) -> lis
     if missing:
         raise RuntimeError(
             f"{what} weights are not in the local Hugging Face cache and the Hub is unreachable or refused "
-            f"(HF_HUB_OFFLINE=1 or no network): {', '.join(missing)}; use the embedded 'mini' preset or "
-            "pre-download them into the Hugging Face cache on a connected machine."
+            f"(HF_HUB_OFFLINE=1 or no network): {', '.join(missing)}; {advice}."
         )
     for file in files:
-        if warn_unpinned and not file.pinned:
+        if warn_unpinned and not file.pinned and file not in _warned_unpinned:
+            _warned_unpinned.add(file)
             logger.warning("%s: %s is not pinned to a commit; its owners can change it "
                            "(python -m training.init_presets --pin records the commit)", what, file)
     return paths

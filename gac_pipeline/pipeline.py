@@ -23,7 +23,7 @@ from gac_pipeline.configs import PipelineConfig
 from gac_pipeline.data import biome_index
 from gac_pipeline.io import OpticalWriter, SarSource
 from gac_pipeline.outputs import STAGE_NAMES, PipelineOutput
-from gac_pipeline.stages.base import CheckpointError
+from gac_pipeline.stages.base import CONFIG_FILE, CheckpointError, Stage
 from gac_pipeline.stages.stage1_terramind import Stage1TerraMind
 from gac_pipeline.stages.stage2_prithvi import Stage2Prithvi
 from gac_pipeline.stages.stage3_grounding import Stage3Grounding
@@ -59,9 +59,12 @@ class GACPipeline(nn.Module):
 
     def unpinned_notes(self) -> list[str]:
         """One note per published base file loaded from a moving branch instead of a commit."""
-        return [f"{stage} base {entry['repo']}/{entry['filename']}@{entry['revision']} is not pinned to a commit: "
-                "its owners can change these weights"
-                for stage, entries in self.config.base_models.items() for entry in entries if not entry["pinned"]]
+        notes = []
+        for key, stage in zip(ALL_STAGES, (self.stage1, self.stage2, self.stage3), strict=True):
+            files = stage.base_weights(stage.config) if isinstance(stage, Stage) else []  # not injected stand-ins
+            notes += [f"stage {key} base {file} is not pinned to a commit: its owners can change these weights"
+                      for file in files if not file.pinned]
+        return notes
 
     # ----------------------------------------------------------------------------- one tile
     @torch.no_grad()
@@ -224,17 +227,25 @@ class GACPipeline(nn.Module):
             raise CheckpointError(f"{root}: missing {hub.PIPELINE_CONFIG}")
         config = PipelineConfig.load(config_path)
         hub.verify_folder(root, config.files)
-        # Every published base file first: one message naming all that are missing, before any build.
-        needed = {(entry["repo"], entry["filename"], entry["revision"])
-                  for entries in config.base_models.values() for entry in entries}
-        hub.fetch([hub.HubFile(*file) for file in sorted(needed)], config.name, warn_unpinned=False)
-        stage1 = Stage1TerraMind.load(hub.inside(root, STAGE_DIRS["1"]))
-        stage2 = Stage2Prithvi.load(hub.inside(root, STAGE_DIRS["2"]))
+        folders = {key: hub.inside(root, folder) for key, folder in STAGE_DIRS.items()}
+        _fetch_base_weights(folders, config.name)
+        stage1 = Stage1TerraMind.load(folders["1"])
+        stage2 = Stage2Prithvi.load(folders["2"])
         if load_in_8bit and not stage2.config.load_in_8bit:
             stage2.quantize_backbone()
-        stage3 = Stage3Grounding.load(hub.inside(root, STAGE_DIRS["3"]))
-        config.base_models = base_models(stage1.config, stage2.config, stage3.config)  # what was loaded
+        stage3 = Stage3Grounding.load(folders["3"])
         return cls(stage1, stage2, stage3, config)
+
+
+def _fetch_base_weights(folders: dict[str, Path], name: str) -> None:
+    """Fetch every published base file the stage configs name, before building anything, so a
+    missing download is one message naming all of them rather than one per stage build."""
+    files = []
+    for key, stage_class in (("1", Stage1TerraMind), ("2", Stage2Prithvi), ("3", Stage3Grounding)):
+        config_path = folders[key] / CONFIG_FILE
+        if config_path.is_file():  # a missing one is reported by Stage.load
+            files += [f for f in stage_class.base_weights(stage_class.config_class.load(config_path)) if f not in files]
+    hub.fetch(files, name, warn_unpinned=False)
 
 
 def base_models(stage1_config, stage2_config, stage3_config) -> dict:

@@ -179,7 +179,7 @@ def test_hub_style_pipeline_round_trip_with_pinned_bases(terramind_tiny, prithvi
     pipeline.stage2.config.revision = None
     pipeline.save_pretrained(tmp_path / "branch")
     notes = GACPipeline.from_pretrained(tmp_path / "branch")(s1, seed=1).notes
-    expected = f"stage2 base {PRITHVI_REPO}/{PRITHVI_FILE}@main is not pinned to a commit: its owners can change"
+    expected = f"stage 2 base {PRITHVI_REPO}/{PRITHVI_FILE}@main is not pinned to a commit: its owners can change"
     assert len(notes) == 1 and notes[0].startswith(expected)
 
 
@@ -212,6 +212,16 @@ def test_the_hub_preset_offline_names_every_file_to_download(tmp_path, monkeypat
         load_preset("hub")
     message = str(info.value)
     assert "\n" not in message and all(file in message for file in files)
+
+    # What is fetched comes from the hash-checked stage configs, not from base_models (a record
+    # only): a copy with the record in an older format fails the same way.
+    import shutil
+
+    old_format = shutil.copytree(PRESETS_DIR / "hub", tmp_path / "hub-old-format")
+    config["base_models"] = {"terramind": {"repo": "ibm-esa-geospatial/TerraMind-1.0-base", "revision": "main"}}
+    (old_format / "pipeline_config.json").write_text(json.dumps(config))
+    with pytest.raises(RuntimeError, match="GAC-hub weights are not in the local Hugging Face cache"):
+        GACPipeline.from_pretrained(old_format)
 
 
 @pytest.mark.slow  # two 300 M-param registry generators: python -m pytest -m slow

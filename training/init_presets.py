@@ -2,7 +2,8 @@
 
 Usage: ``python -m training.init_presets`` (rewrites ``presets/hub``),
 ``python -m training.init_presets --pin`` (the same, with every base model pinned to the commit
-its ``main`` branch points to now: needs the Hub, or the files in the Hugging Face cache), or
+its ``main`` branch points to now: downloads the weight files, several GB, into the Hugging Face
+cache; offline it records the commit of the copies already cached), or
 ``python -m training.init_presets --untrained-mini DIR`` (a random-init pipeline of the mini
 architecture, labelled UNTRAINED). The trained ``presets/mini`` comes from
 ``python -m training.train_mini --out presets/mini``; this script never touches it. Seeded.
@@ -30,7 +31,7 @@ from gac_pipeline.configs import (
     Stage3Config,
     TerraMindSpec,
 )
-from gac_pipeline.hub import PIPELINE_CONFIG, HubFile, commit_of, fetch, sha256
+from gac_pipeline.hub import PIPELINE_CONFIG, commit_of, fetch, sha256
 from gac_pipeline.pipeline import STAGE_DIRS, GACPipeline, base_models
 from gac_pipeline.presets import PRESETS_DIR
 from gac_pipeline.stages import terramind_common as tm
@@ -76,14 +77,17 @@ def write_hub_preset(directory: Path, *, pin: bool = False) -> None:
 
 
 def pin_revisions(terramind: TerraMindSpec, prithvi: Stage2Config) -> None:
-    """Replace each base's branch by the commit it points to now (fetching the files)."""
+    """Replace each base's branch by the commit of the files fetched for it.
 
-    def commit(file: HubFile) -> str:
-        return commit_of(fetch([file], file.repo, warn_unpinned=False)[0], file)
-
-    terramind.revision = commit(tm.terramind_weights(terramind.size, terramind.revision))
-    terramind.tokenizer_revision = commit(tm.s2l2a_tokenizer_weights(terramind.tokenizer_revision))
-    prithvi.revision = commit(prithvi_weights(prithvi))
+    Online that is the commit the branch points to now (the weight files are downloaded into
+    the Hugging Face cache: several GB, needed to run the preset anyway); offline, the commit
+    of the copy already cached.
+    """
+    files = [tm.terramind_weights(terramind.size, terramind.revision),
+             tm.s2l2a_tokenizer_weights(terramind.tokenizer_revision), prithvi_weights(prithvi)]
+    paths = fetch(files, "base-model", warn_unpinned=False, advice="run --pin on a machine that reaches the Hub")
+    terramind.revision, terramind.tokenizer_revision, prithvi.revision = (
+        commit_of(path, file) for path, file in zip(paths, files, strict=True))
 
 
 def main() -> None:
