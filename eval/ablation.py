@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from gac_pipeline.bands import METRIC_BAND_INDICES, REFLECTANCE_SCALE, S2L2A_BANDS
 from gac_pipeline.data import PairDataset, PairInfo, evaluation_pairs
 from gac_pipeline.metrics import compute_metrics, sar_edge_agreement, to_json_safe
-from gac_pipeline.pipeline import GACPipeline
+from gac_pipeline.pipeline import GACPipeline, base_models
 from gac_pipeline.presets import load_preset
 from gac_pipeline.references import REFERENCES_DIR, References, load_for_preset
 from gac_pipeline.references import VARIANTS as REFERENCE_VARIANTS
@@ -127,6 +127,8 @@ def run_ablation(data_dir: str | Path, preset: str = "mini", out_dir: str | Path
         "preset_label": pipeline.label,
         "preset_description": pipeline.config.description,
         "trained": pipeline.config.trained,
+        "base_models": base_models(pipeline.stage1.config, pipeline.stage2.config, pipeline.stage3.config),
+        "unpinned": pipeline.unpinned_notes(),
         "control_trained": control_trained,
         "references_source": references.source if references is not None else None,
         "references_train_tiles": references.train_tiles if references is not None else None,

@@ -1,6 +1,6 @@
 """Scores for generated Sentinel-2 L2A tiles: PSNR, SSIM, SAM, LPIPS and SAR-edge agreement.
 
-Conventions (see DESIGN.md, "Metric conventions"):
+Conventions (also in the README, *Metrics*):
 
 - Inputs are numpy arrays or torch tensors of Sentinel-2 L2A digital numbers (DN) in
   ``S2L2A_BANDS`` order, shape ``(12, H, W)`` or a batch ``(B, 12, H, W)``.

@@ -8,10 +8,10 @@ Usage::
     # out-of-fold: K stage-1 models, each trained without one fold of the training tiles,
     # predict that fold; validation tiles get the final stage 1 of --preset
     python -m training.precompute_stage1 --data data/bigearthnet --preset /tmp/stage1 --out /tmp/opt_v1 \
-        --folds 3 -- --config training/configs/mini.yaml
+        --folds 3 -- --config training/configs/mini/stage1.yaml
 
 Why out-of-fold: stage 1's outputs on its own training tiles are over-fitted (too good), so a
-later stage trained on them learns to change almost nothing (DESIGN.md measured +0.03 dB).
+later stage trained on them learns to change almost nothing.
 Predictions from models that never saw the tile look like what the later stages get at test
 time. Options after ``--`` go to ``training.train_stage1`` for the fold models.
 

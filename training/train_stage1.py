@@ -2,9 +2,9 @@
 
 Usage::
 
-    python -m training.train_stage1 --data data/bigearthnet --out /tmp/stage1 [--config training/configs/mini.yaml]
+    python -m training.train_stage1 --data data/bigearthnet --out /tmp/stage1 [--config training/configs/mini/stage1.yaml]
 
-Recipe (DESIGN.md, the probe that reached 26.1 dB on test): L1 in standardized S2 space,
+Recipe (the team's first probe of this design on these tiles): L1 in standardized S2 space,
 flips/rot90 and 64-px crops, batch 16, AdamW 2e-3 with warm-up and cosine decay, early stopping
 on validation PSNR keeping the best weights. The stage starts from the mini architecture
 (seeded random init, so every parameter trains) or the YAML's ``stage1`` section.
@@ -60,7 +60,7 @@ def start_at_training_mean(stage: Stage1TerraMind, train: common.TileSet) -> Non
     """Set the zero-initialised output layer's bias so the untrained model predicts the training mean.
 
     Training then starts from the constant-mean baseline instead of TerraMind's global
-    pretraining mean, and learns a residual on it, as in the calibration UNet (DESIGN.md).
+    pretraining mean, and learns a residual on it, as the UNet control does.
     """
     mean_dn = train.s2.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
     with torch.no_grad():

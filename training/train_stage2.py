@@ -3,7 +3,7 @@
 Usage::
 
     python -m training.train_stage2 --init-from /tmp/stage1 --opt-v1 /tmp/opt_v1 --out /tmp/stage2 \
-        [--config training/configs/mini.yaml] [--lora-rank 8] [--load-in-8bit] [--unfreeze-last 2]
+        [--config training/configs/mini/stage2.yaml] [--lora-rank 8] [--load-in-8bit] [--unfreeze-last 2]
 
 Inputs are the stored stage-1 outputs of ``training.precompute_stage1`` (out-of-fold for the
 training tiles), the target is the real optical tile. Loss: ``--l1-weight`` x L1 (+ ``--l2-weight``

@@ -3,7 +3,7 @@
 Usage::
 
     python -m training.train_stage3 --init-from /tmp/stage2 --opt-v1 /tmp/opt_v1 --out /tmp/stage3 \
-        [--config training/configs/mini.yaml]
+        [--config training/configs/mini/stage3.yaml]
 
 Inputs: the stored (out-of-fold) stage-1 outputs passed through the trained stage 2 of
 ``--init-from`` once at start, so stage 3 trains on the opt_v2 it will see at test time.
@@ -14,7 +14,7 @@ Inputs: the stored (out-of-fold) stage-1 outputs passed through the trained stag
   ``--identity-weight`` x L1 to opt_v2 (change only what the SAR supports) + ``--sam-weight`` x
   spectral angle. Every weight trains for a random-init base; LoRA only for a pretrained one.
 - ``generate`` mode: LoRA on TerraMind's decoder cross-attention trained with the teacher-forced
-  token cross-entropy (DESIGN.md): the true S2L2A tokens given SAR + opt_v2.
+  token cross-entropy (``terramind_common.teacher_forced_token_loss``): the true S2L2A tokens given SAR + opt_v2.
 
 Early stopping keeps the weights with the best validation PSNR among those whose validation
 SAR-edge agreement is no further from the real optical's than the starting point's (the
