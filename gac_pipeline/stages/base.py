@@ -210,7 +210,7 @@ class TerraMindStage(Stage):
     @classmethod
     def base_weights(cls, config) -> list[hub.HubFile]:
         spec = config.terramind
-        if not spec.pretrained:
+        if not spec.pretrained or spec.size is None:  # a custom size has no published weights (build says so)
             return []
         files = [tm.terramind_weights(spec.size, spec.revision)]
         if config.mode == "generate":
