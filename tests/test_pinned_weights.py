@@ -119,6 +119,14 @@ def test_a_published_file_missing_a_weight_is_refused(hub_cache, terramind_tiny)
         tm.build_encoder("tiny", modalities=["S1GRD"], pretrained=True, revision=OLD)
 
 
+@pytest.mark.parametrize("mode", ["regress", "generate"])
+def test_pretrained_on_a_custom_size_is_refused_not_silently_random(mode):
+    config = tiny_configs(mode)[0]
+    config.terramind.pretrained = True
+    with pytest.raises(ValueError, match="no pretrained weights; use pretrained=False"):
+        Stage1TerraMind.build(config)
+
+
 def test_generator_loads_both_published_files_exactly():
     def build():
         return tm.build_generator(None, input_modalities=["S1GRD"], timesteps=2, pretrained=False,

@@ -422,7 +422,7 @@ def build_encoder_from_spec(spec, *, modalities: list[str]) -> nn.Module:
     """``build_encoder`` from a ``configs.TerraMindSpec``."""
     if spec.size is not None:
         return build_encoder(spec.size, modalities=modalities, pretrained=spec.pretrained, revision=spec.revision)
-    return build_encoder(None, modalities=modalities, pretrained=False, dim=spec.dim, depth=spec.depth,
+    return build_encoder(None, modalities=modalities, pretrained=spec.pretrained, dim=spec.dim, depth=spec.depth,
                          num_heads=spec.num_heads)
 
 
