@@ -399,6 +399,8 @@ def translate(
         "table": metrics_table(rows),
         "files": [str(path) for path in files],
         "label": pipeline.label,
+        "name": pipeline.config.name,
+        "description": pipeline.config.description,
         "trained": bool(pipeline.config.trained),
         "month": month,
         "biome": biome,
@@ -409,14 +411,22 @@ def translate(
     }
 
 
+def _provenance(description: str) -> str:
+    """A preset description ("overall | stage 1: ... | stage 2: ...") as a line and one bullet per part."""
+    first, *parts = (description or "no description").split(" | ")
+    return "\n".join([first + ("" if not parts else ":"), *(f"- {part}" for part in parts)])
+
+
 def summary_markdown(result: dict) -> str:
     """Pipeline label (a loud warning when untrained), timings and notes as Markdown."""
     lines = []
+    # A short heading; the (long) provenance of the weights as plain text below it.
     if not result["trained"]:
-        lines.append(f"### ⚠️ {result['label']}\n\nThese weights are **not trained**: the images show "
+        lines.append(f"### ⚠️ {result['name']} [UNTRAINED (random weights)]\n\n{_provenance(result['description'])}\n\n"
+                     "These weights are **not trained**: the images show "
                      "what the stages do, not what GAC will produce. Compare with the mean-image baseline.")
     else:
-        lines.append(f"### {result['label']}")
+        lines.append(f"### {result['name']} [trained]\n\n{_provenance(result['description'])}")
     month = result["month"] if result["month"] is not None else "unknown"
     steps = f" · diffusion timesteps: {result['timesteps']}" if result["timesteps"] else ""
     lines.append(f"month: {month} · biome: {result['biome']} · stages run: {', '.join(result['stages'])}{steps}")

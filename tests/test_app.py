@@ -326,3 +326,11 @@ def test_server_takes_units_and_timesteps(client, real_pair):
     # The number box's own bounds (1..50) refuse it before the handler, also with one line.
     with pytest.raises(AppError, match="less than minimum value 1"):
         _call(client, real_pair.s1_path, None, "mini", "db", 0)
+
+
+def test_summary_heading_is_short_and_the_provenance_a_list():
+    result = {"trained": True, "name": "GAC-mini", "description": "small pipeline | stage 1: trained | stage 2: kept",
+              "label": "unused", "month": 6, "biome": "alpine", "stages": ("1", "2", "3"), "timesteps": None,
+              "timings_s": {"total": 1.0}, "notes": []}
+    text = handlers.summary_markdown(result)
+    assert text.startswith("### GAC-mini [trained]\n\nsmall pipeline:\n- stage 1: trained\n- stage 2: kept")
