@@ -164,3 +164,17 @@ def test_two_process_distributed_training_on_cpu(tmp_path):
     assert pipeline.stage1.config.trained
     with open(tmp_path / "ddp_train" / common.LOG_FILE) as file:
         assert [int(r["step"]) for r in csv.DictReader(file)] == [0, 1, 2]  # rank 0 alone logs
+
+
+def test_stage3_ssim_weight_adds_exactly_its_term():
+    args = train_stage3.parse_args(["--init-from", "unused", "--opt-v1", "unused", "--out", "unused",
+                                    "--ssim-weight", "0.5"])
+    stage = train_stage3.build_stage3(args, tiny_configs()[2])
+    torch.manual_seed(0)
+    batch = {"s1": torch.randn(2, 2, 32, 32) * 3 - 12, "opt_v2": torch.rand(2, 12, 32, 32) * 3000,
+             "s2": torch.rand(2, 12, 32, 32) * 3000}
+    with_ssim = train_stage3.make_loss(args, stage)(stage, batch)
+    args.ssim_weight = 0.0
+    without = train_stage3.make_loss(args, stage)(stage, batch)
+    expected = 0.5 * losses.ssim_loss(stage(batch["s1"], batch["opt_v2"]), batch["s2"])
+    assert torch.allclose(with_ssim - without, expected, atol=1e-5) and expected > 0

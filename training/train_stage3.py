@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sar-weight", type=float, default=0.5)
     parser.add_argument("--identity-weight", type=float, default=0.1)
     parser.add_argument("--sam-weight", type=float, default=0.1)
+    parser.add_argument("--ssim-weight", type=float, default=0.0, help="weight of a (1 - SSIM) term")
     return loop.parse_with_config(parser, argv, "stage3")
 
 
@@ -95,6 +96,8 @@ def make_loss(args: argparse.Namespace, stage: Stage3Grounding):
             loss = loss + args.identity_weight * losses.l1(pred, batch["opt_v2"], std)
         if args.sam_weight:
             loss = loss + args.sam_weight * losses.spectral_angle(pred, target)
+        if args.ssim_weight:
+            loss = loss + args.ssim_weight * losses.ssim_loss(pred, target)
         return loss
 
     return loss_fn
