@@ -176,13 +176,18 @@ def commit_of(path: Path, file: HubFile) -> str:
 
 
 def load_torch_weights(path: Path) -> dict:
-    """A published ``.pt`` state dict, unpickled only with ``weights_only=True``."""
+    """The tensors of a published ``.pt`` state dict, unpickled only with ``weights_only=True``.
+
+    Non-tensor entries (metadata some checkpoints carry) are dropped; whether the tensors fit
+    the model is ``load_exact``'s check.
+    """
     import torch
 
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)} if isinstance(state, dict) else {}
+    if not tensors:
         raise CheckpointSafetyError(f"{path.name}: not a state dict of tensors")
-    return state
+    return tensors
 
 
 def load_exact(module, state: dict, source: str) -> None:

@@ -239,8 +239,10 @@ def test_hub_downloads_no_pickles_and_published_pt_files_load_weights_only(tmp_p
     with pytest.raises(pickle.UnpicklingError):
         hub.load_torch_weights(evil)
     assert not marker.exists()
-    not_weights = tmp_path / "not-weights.pt"
-    torch.save({"w": torch.zeros(1), "epoch": 3}, not_weights)
+    with_metadata, not_weights = tmp_path / "with-metadata.pt", tmp_path / "not-weights.pt"
+    torch.save({"w": torch.zeros(1), "epoch": 3}, with_metadata)
+    assert list(hub.load_torch_weights(with_metadata)) == ["w"]
+    torch.save({"epoch": 3, "note": "no tensors"}, not_weights)
     with pytest.raises(hub.CheckpointSafetyError, match="not a state dict of tensors"):
         hub.load_torch_weights(not_weights)
 
