@@ -191,18 +191,24 @@ def load_torch_weights(path: Path) -> dict:
 
 
 def load_exact(module, state: dict, source: str) -> None:
-    """Load ``state`` into ``module``: every weight of the module must come from it.
+    """Load ``state`` into ``module``: every learned weight of the module must come from it.
 
-    Extra entries in ``state`` are ignored (a published encoder-decoder file also holds the
-    decoder an encoder does not use); a missing weight or a wrong shape is an error, never a
-    silently random-initialised layer.
+    A missing parameter or a wrong shape is an error, never a silently random-initialised layer.
+    Tied parameters (one tensor under two names) need one of their names. Buffers the file
+    lacks keep the values the architecture computes: in TerraMind and Prithvi they are fixed
+    sin-cos position tables and the zero bias of bias-free LayerNorms, not learned. Extra
+    entries are ignored (a published encoder-decoder file also holds the decoder an encoder
+    does not use).
     """
     own = module.state_dict()
-    missing = [key for key in own if key not in state]
+    names_of: dict[int, list[str]] = {}
+    for name, parameter in module.named_parameters(remove_duplicate=False):
+        names_of.setdefault(id(parameter), []).append(name)
+    missing = [names[0] for names in names_of.values() if not any(name in state for name in names)]
     wrong = [key for key in own if key in state and state[key].shape != own[key].shape]
     if missing or wrong:
         raise CheckpointSafetyError(
             f"{source}: {len(missing)} weights missing (e.g. {missing[:3]}) and {len(wrong)} with the "
             f"wrong shape (e.g. {wrong[:3]}) for {type(module).__name__}"
         )
-    module.load_state_dict({key: state[key] for key in own}, strict=True)
+    module.load_state_dict({key: state[key] for key in own if key in state}, strict=False)

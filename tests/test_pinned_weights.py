@@ -119,6 +119,18 @@ def test_a_published_file_missing_a_weight_is_refused(hub_cache, terramind_tiny)
         tm.build_encoder("tiny", modalities=["S1GRD"], pretrained=True, revision=OLD)
 
 
+def test_buffers_a_published_file_lacks_keep_their_computed_values(hub_cache, terramind_tiny):
+    """Fixed sin-cos position tables and bias-free LayerNorms' zero biases are buffers, not
+    learned: a file saved without them still loads, and the model keeps the computed values."""
+    file = tm.terramind_weights("tiny")
+    reference = _tiny_encoder(["S1GRD"])
+    buffers = {name for name, _ in reference.named_buffers()}
+    assert any(name.endswith("pos_emb") for name in buffers) and any(name.endswith(".bias") for name in buffers)
+    hub_cache(file.repo, file.filename, OLD, {k: v for k, v in terramind_tiny[OLD].items() if k not in buffers})
+    loaded = tm.build_encoder("tiny", modalities=["S1GRD"], pretrained=True, revision=OLD)
+    _assert_state_equal(loaded, terramind_tiny[OLD])  # the stored buffers equal the computed ones
+
+
 @pytest.mark.parametrize("mode", ["regress", "generate"])
 def test_pretrained_on_a_custom_size_is_refused_not_silently_random(mode):
     config = tiny_configs(mode)[0]
