@@ -7,7 +7,7 @@ the checkpoint folder.
 
 Foundation-model weights (TerraMind, its S2L2A tokenizer, Prithvi) are ``HubFile``s: fetched by
 us at the revision the stage config names (a 40-hex commit pins them; terratorch itself always
-downloads ``main``), then loaded so that every weight of the model must come from the file.
+downloads ``main``), then loaded so that every learned weight of the model must come from the file.
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ def load_generator_weights(model: nn.Module, terramind_state: dict, tokenizer_st
     """Load a generator from TerraMind's and the S2L2A tokenizer's published state dicts.
 
     Same key layout terratorch uses (the TerraMind file keys sit under ``sampler.model``), but
-    every weight must come from a file: terratorch would fill a missing one with random init.
+    every learned weight must come from a file: terratorch would fill a missing one with random init.
     """
     outside = [name for name in model.state_dict()
                if not name.startswith(("sampler.model.", f"tokenizer.{_S2L2A_TOKENS}."))]
