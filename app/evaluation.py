@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from app.handlers import OUTPUT_PREFIX, AppError, cleanup_old_outputs, one_line
+from app.handlers import OUTPUT_PREFIX, AppError, cleanup_old_outputs, one_line, provenance_markdown
 from gac_pipeline.data import DEFAULT_DATA_DIR
 from gac_pipeline.presets import DEFAULT_PRESET
 
@@ -245,11 +245,11 @@ def describe(results: EvalResults, *, rerun: bool = False) -> str:
     if not meta.get("trained", False):
         lines.append(f"### ⚠️ These numbers are for an untrained model\nPreset `{preset}` has random weights: "
                      "the table shows that the evaluation runs end to end, not how well GAC translates.")
-    description = meta.get("preset_description") or "no description"
     state = "trained" if meta.get("trained", False) else "**untrained**"
     lines.append(f"**Evaluated:** {meta.get('n_tiles', '?')} tile(s) ({meta.get('split', 'split unknown')}) of "
-                 f"`{meta.get('data_dir', '?')}` · preset `{preset}` ({description}), {state} · "
+                 f"`{meta.get('data_dir', '?')}` · preset `{preset}`, {state} · "
                  f"PSNR/SSIM/SAM/LPIPS on bands {meta.get('bands', '?')} · seed {meta.get('seed', '?')}")
+    lines.append(provenance_markdown(meta.get("preset_description")))
     bootstrap = meta.get("bootstrap") or {}
     if bootstrap:
         lines.append(f"Intervals: {100 * float(bootstrap.get('ci', 0.95)):.0f}% percentile bootstrap over tiles "

@@ -411,7 +411,7 @@ def translate(
     }
 
 
-def _provenance(description: str) -> str:
+def provenance_markdown(description: str) -> str:
     """A preset description ("overall | stage 1: ... | stage 2: ...") as a line and one bullet per part."""
     first, *parts = (description or "no description").split(" | ")
     return "\n".join([first + ("" if not parts else ":"), *(f"- {part}" for part in parts)])
@@ -422,11 +422,11 @@ def summary_markdown(result: dict) -> str:
     lines = []
     # A short heading; the (long) provenance of the weights as plain text below it.
     if not result["trained"]:
-        lines.append(f"### ⚠️ {result['name']} [UNTRAINED (random weights)]\n\n{_provenance(result['description'])}\n\n"
+        lines.append(f"### ⚠️ {result['name']} [UNTRAINED (random weights)]\n\n{provenance_markdown(result['description'])}\n\n"
                      "These weights are **not trained**: the images show "
                      "what the stages do, not what GAC will produce. Compare with the mean-image baseline.")
     else:
-        lines.append(f"### {result['name']} [trained]\n\n{_provenance(result['description'])}")
+        lines.append(f"### {result['name']} [trained]\n\n{provenance_markdown(result['description'])}")
     month = result["month"] if result["month"] is not None else "unknown"
     steps = f" · diffusion timesteps: {result['timesteps']}" if result["timesteps"] else ""
     lines.append(f"month: {month} · biome: {result['biome']} · stages run: {', '.join(result['stages'])}{steps}")
