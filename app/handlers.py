@@ -4,14 +4,8 @@ Everything here is a plain function that tests can call without a server. User p
 (a bad file, a preset that cannot load, a wrong option) are raised as :class:`AppError`
 with a one-line message; the UI layer shows it with ``gr.Error``.
 
-Display conventions (fixed, so images compare across stages, tiles and runs):
-
-- Optical RGB composite: R = B04, G = B03, B = B02 (``RGB_BAND_INDICES``), reflectance
-  ``clip(DN / 10000 / 0.3, 0, 1)`` scaled to 0..255, i.e. DN 0..3000 is black..white. The
-  same stretch is used for opt_v1, opt_v2, opt_v3, the reference and the baseline, and it
-  matches the LPIPS stretch in ``gac_pipeline.metrics``. No per-image percentile stretch:
-  that would hide brightness differences between stages.
-- SAR false colour: R = VV over -25..0 dB, G = VH over -32..-5 dB, B = VV - VH over 0..15 dB.
+Images use the fixed display stretches of ``gac_pipeline.display`` (one stretch for opt_v1,
+opt_v2, opt_v3, the reference and the baseline, so they compare).
 """
 
 from __future__ import annotations
@@ -30,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gac_pipeline.bands import RGB_BAND_INDICES, S2L2A_BANDS
+from gac_pipeline.bands import S2L2A_BANDS
 from gac_pipeline.data import BIOMES, DEFAULT_DATA_DIR, PairInfo, evaluation_pairs, list_pairs
+from gac_pipeline.display import rgb_composite, sar_false_colour
 from gac_pipeline.io import InputError, check_same_grid, read_s1, read_s2, write_optical
 from gac_pipeline.metrics import compute_metrics, sar_edge_agreement, to_json_safe
 from gac_pipeline.outputs import STAGE_NAMES
@@ -48,10 +43,6 @@ MAX_TIMESTEPS = 50
 # Largest scene the app accepts (height x width). Three 12-band float32 outputs of 1 MP are
 # ~150 MB in memory; larger scenes belong on the CLI, which streams windows from disk.
 MAX_PIXELS = 1024 * 1024
-
-# Fixed display stretches (see the module docstring).
-RGB_MAX_REFLECTANCE = 0.3
-SAR_STRETCH_DB = {"VV": (-25.0, 0.0), "VH": (-32.0, -5.0), "VV-VH": (0.0, 15.0)}
 
 OUTPUT_PREFIX = "gac_app_"
 OUTPUT_MAX_AGE_S = 3600  # output folders older than this are removed on the next request
@@ -137,29 +128,6 @@ def preset_timesteps(preset: str) -> tuple[int, bool | None]:
 
 
 # ----------------------------------------------------------------------------- images
-
-
-def rgb_composite(dn: np.ndarray) -> np.ndarray:
-    """True-colour uint8 image (H, W, 3) of a (12, H, W) S2L2A DN array, fixed stretch.
-
-    R = B04, G = B03, B = B02; ``clip(DN / 10000 / 0.3, 0, 1) * 255``. NaN (nodata) is black.
-    """
-    rgb = np.asarray(dn, dtype=np.float32)[list(RGB_BAND_INDICES)] / 10000.0 / RGB_MAX_REFLECTANCE
-    rgb = np.clip(np.nan_to_num(rgb, nan=0.0), 0.0, 1.0)
-    return np.round(rgb * 255).astype(np.uint8).transpose(1, 2, 0)
-
-
-def sar_false_colour(s1_db: np.ndarray) -> np.ndarray:
-    """False-colour uint8 image (H, W, 3) of (2, H, W) VV, VH in dB, fixed dB stretch.
-
-    R = VV (-25..0 dB), G = VH (-32..-5 dB), B = VV - VH (0..15 dB).
-    """
-    vv, vh = np.asarray(s1_db, dtype=np.float32)
-    channels = []
-    for values, (low, high) in zip((vv, vh, vv - vh), SAR_STRETCH_DB.values(), strict=True):
-        scaled = np.clip(np.nan_to_num((values - low) / (high - low), nan=0.0), 0.0, 1.0)
-        channels.append(np.round(scaled * 255).astype(np.uint8))
-    return np.stack(channels, axis=-1)
 
 
 # ----------------------------------------------------------------------------- baseline

@@ -188,6 +188,52 @@ def evaluation_pairs(root: str | Path = DEFAULT_DATA_DIR) -> list[PairInfo]:
     return pairs
 
 
+def scene_and_position(name: str) -> tuple[str, int, int] | None:
+    """Split a BigEarthNet patch name into its scene and the patch's row/column in it.
+
+    ``S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57`` -> (``..._T33UUP``, 26, 57): the
+    scene is the S2 product (tile and date), the last two numbers the patch position.
+
+    Returns:
+        (scene, row, column), or None when the name does not end in two numbers.
+    """
+    parts = name.rsplit("_", 2)
+    if len(parts) != 3 or not (parts[1].isdigit() and parts[2].isdigit()):
+        return None
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def scene_clusters(names: list[str]) -> list[int]:
+    """Group patches that touch: same scene and rows and columns at most one apart (diagonals too),
+    joined transitively. Neighbouring patches share fields, lakes and clouds, so a tile and its
+    neighbour must never sit on both sides of a fold or count as independent in a bootstrap.
+
+    Names that do not parse (see :func:`scene_and_position`) are their own cluster.
+
+    Args:
+        names: Pair folder names.
+
+    Returns:
+        A cluster id per name, numbered 0.. in order of first appearance.
+    """
+    parent = list(range(len(names)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    positions = [scene_and_position(name) for name in names]
+    for i, a in enumerate(positions):
+        for j in range(i):
+            b = positions[j]
+            if a and b and a[0] == b[0] and abs(a[1] - b[1]) <= 1 and abs(a[2] - b[2]) <= 1:
+                parent[root(i)] = root(j)
+    ids: dict[int, int] = {}
+    return [ids.setdefault(root(i), len(ids)) for i in range(len(names))]
+
+
 class PairDataset(Dataset):
     """Reads pairs as tensors for training and evaluation.
 

@@ -208,6 +208,82 @@ def sar_edge_agreement(optical_dn: ArrayLike, s1_db: ArrayLike) -> float:
     return _pearson(_sobel_magnitude(luminance)[interior], _sobel_magnitude(sar)[interior])
 
 
+def luminance(dn: ArrayLike) -> np.ndarray:
+    """Rec. 709 luminance ``0.2126 R + 0.7152 G + 0.0722 B`` of one tile's reflectance.
+
+    R = B04, G = B03, B = B02 (``RGB_BAND_INDICES``).
+
+    Args:
+        dn: One tile, S2L2A DN of shape ``(12, H, W)``.
+
+    Returns:
+        ``(H, W)`` float64 luminance in reflectance units.
+    """
+    rgb = _reflectance(dn, RGB_BAND_INDICES)
+    if rgb.shape[0] != 1:
+        raise ValueError(f"expected one tile (12, H, W), got a batch of {rgb.shape[0]}")
+    return np.tensordot(np.asarray(LUMINANCE_WEIGHTS), rgb[0], axes=1)
+
+
+def structure_r(pred: ArrayLike, target: ArrayLike) -> float:
+    """Does the prediction draw the scene? Pearson r of prediction and reference luminance.
+
+    Colour-blind and brightness-blind on purpose: a flat image scores 0 however right its
+    colour, and an image with the right layout (lakes, fields, forest edges) scores near 1
+    even with a brightness offset.
+
+    Args:
+        pred: Predicted DN ``(12, H, W)``.
+        target: Reference DN ``(12, H, W)``.
+
+    Returns:
+        r in [-1, 1]; 0 for a constant prediction; ``nan`` when the reference is constant.
+    """
+    return _pearson_flat_zero(luminance(pred), luminance(target))
+
+
+def edge_r(pred: ArrayLike, target: ArrayLike) -> float:
+    """Are edges where the reference has them? Pearson r of the Sobel gradient magnitudes of
+    prediction and reference luminance, over interior pixels (a 3 px border is ignored).
+
+    Returns:
+        r in [-1, 1]; 0 for a prediction without gradients; ``nan`` when the reference has none.
+    """
+    interior = (slice(EDGE_BORDER, -EDGE_BORDER), slice(EDGE_BORDER, -EDGE_BORDER))
+    return _pearson_flat_zero(_sobel_magnitude(luminance(pred))[interior],
+                              _sobel_magnitude(luminance(target))[interior])
+
+
+def gradient_energy(dn: ArrayLike) -> float:
+    """Mean squared Sobel gradient magnitude of one tile's luminance over interior pixels.
+
+    The numerator and denominator of :func:`sharpness`.
+    """
+    interior = (slice(EDGE_BORDER, -EDGE_BORDER), slice(EDGE_BORDER, -EDGE_BORDER))
+    return float(np.mean(_sobel_magnitude(luminance(dn))[interior] ** 2))
+
+
+def sharpness(pred: ArrayLike, reference: ArrayLike | float) -> float:
+    """How much texture the prediction has, relative to a real image.
+
+    ``gradient_energy(pred) / gradient_energy(reference)``: 1 = as sharp as the real tile, a
+    blur scores well below 1, invented texture above 1. Without a reference tile, pass a
+    number instead: the training tiles' median gradient energy (``References``), and label
+    the result as relative to the training tiles.
+
+    Args:
+        pred: Predicted DN ``(12, H, W)``.
+        reference: The real tile's DN ``(12, H, W)``, or a reference gradient energy.
+
+    Returns:
+        The ratio; ``nan`` when the reference has no gradients.
+    """
+    denominator = float(reference) if np.isscalar(reference) else gradient_energy(reference)
+    if not denominator > 0:
+        return float("nan")
+    return gradient_energy(pred) / denominator
+
+
 def lpips_available() -> tuple[bool, str | None]:
     """Cheap check (file lookups, no import of lpips) whether LPIPS can be computed offline.
 
@@ -412,6 +488,16 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     b = b - b.mean()
     r = float((a * b).sum() / math.sqrt(float((a * a).sum()) * float((b * b).sum())))
     return min(1.0, max(-1.0, r))
+
+
+def _pearson_flat_zero(pred: np.ndarray, reference: np.ndarray) -> float:
+    """Pearson r where a constant prediction scores 0 (it draws nothing) and a constant
+    reference gives ``nan`` (nothing to draw)."""
+    if reference.size < 2 or np.ptp(reference) == 0:
+        return float("nan")
+    if np.ptp(pred) == 0:
+        return 0.0
+    return _pearson(pred, reference)
 
 
 def _lpips_weight_paths() -> tuple[Path, Path]:

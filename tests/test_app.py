@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from app import handlers
+from gac_pipeline.display import rgb_composite
 from tests import bad_inputs
 from tests.conftest import tiny_terramind
 
@@ -105,8 +106,8 @@ def test_composites_use_one_fixed_stretch(with_reference, real_pair, tiny_preset
         np.testing.assert_array_equal(image, with_reference["images"][name])
     # Fixed, not per-image: a dark and a bright copy of a tile are not stretched to look alike.
     dn = np.full((12, 4, 4), 1500.0, np.float32)
-    assert handlers.rgb_composite(dn).max() == 128 and handlers.rgb_composite(dn * 2).min() == 255
-    assert handlers.rgb_composite(dn)[0, 0].tolist() == [128, 128, 128]
+    assert rgb_composite(dn).max() == 128 and rgb_composite(dn * 2).min() == 255
+    assert rgb_composite(dn)[0, 0].tolist() == [128, 128, 128]
 
 
 @pytest.mark.parametrize("writer, expected", [
