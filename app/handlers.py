@@ -28,7 +28,7 @@ from gac_pipeline.bands import S2L2A_BANDS
 from gac_pipeline.data import BIOMES, DEFAULT_DATA_DIR, PairInfo, evaluation_pairs, list_pairs
 from gac_pipeline.display import rgb_composite, sar_false_colour
 from gac_pipeline.io import InputError, check_same_grid, read_s1, read_s2, write_optical
-from gac_pipeline.metrics import compute_metrics, sar_edge_agreement, to_json_safe
+from gac_pipeline.metrics import compute_metrics, edge_r, sar_edge_agreement, sharpness, structure_r, to_json_safe
 from gac_pipeline.outputs import STAGE_NAMES
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,10 @@ MAX_PIXELS = 1024 * 1024
 OUTPUT_PREFIX = "gac_app_"
 OUTPUT_MAX_AGE_S = 3600  # output folders older than this are removed on the next request
 
-TABLE_COLUMNS = ("image", "PSNR (dB)", "SSIM", "SAM (deg)", "SAR-edge", "LPIPS")
+# Sharpness has two columns so each number says what it is relative to: the reference tile
+# (when one is given) and the preset's training tiles' median gradient energy (when stored).
+TABLE_COLUMNS = ("image", "PSNR (dB)", "SSIM", "SAM (deg)", "SAR-edge", "LPIPS", "structure r", "edge r",
+                 "sharpness (vs reference)", "sharpness (vs train median)")
 BASELINE_ROW = "mean image (train split)"
 REFERENCE_ROW = "reference (real optical)"
 
@@ -127,6 +130,19 @@ def preset_timesteps(preset: str) -> tuple[int, bool | None]:
     return (generators or configs)[0].timesteps, bool(generators)
 
 
+@functools.cache
+def training_gradient_energy(preset: str) -> tuple[float | None, str | None]:
+    """The preset's stored training median gradient energy, read once per process.
+
+    Returns:
+        ``(value, None)`` or ``(None, reason)``; see
+        ``gac_pipeline.references.training_gradient_energy_for_preset``.
+    """
+    from gac_pipeline.references import training_gradient_energy_for_preset  # imports torch: keep it lazy
+
+    return training_gradient_energy_for_preset(str(preset))
+
+
 # ----------------------------------------------------------------------------- images
 
 
@@ -159,14 +175,20 @@ def training_mean(data_dir: str = str(DEFAULT_DATA_DIR)) -> np.ndarray:
 # ----------------------------------------------------------------------------- metrics table
 
 
-def _cell(value: float | None, digits: int, missing: str) -> float | str:
-    """A rounded number, or "n/a (...)" when there is none or it is not finite."""
+def _cell(value: float | None, digits: int, missing: str, *, significant: bool = False) -> float | str:
+    """A rounded number, or "n/a (...)" when there is none or it is not finite.
+
+    ``digits`` are decimals, or significant digits with ``significant`` (for ratios such as
+    sharpness, which span orders of magnitude: 0.0004 must not show as 0, the flat image's score).
+    """
     if value is None:
         return f"n/a ({missing})"
     if isinstance(value, float) and math.isnan(value):
         return "n/a (undefined: no edges or no valid pixels)"
     if isinstance(value, float) and math.isinf(value):
         return "inf (identical)" if value > 0 else "-inf"
+    if significant:
+        return float(f"{float(value):.{digits}g}")
     return round(float(value), digits)
 
 
@@ -182,7 +204,28 @@ def _metric_row(name: str, metrics: dict, has_reference: bool) -> list:
         _cell(metrics["sam_deg"], 2, no_ref),
         _cell(metrics["sar_edge"], 3, "not computed"),
         _cell(metrics["lpips"], 3, lpips_reason),
+        _cell(metrics["structure_r"], 3, no_ref),
+        _cell(metrics["edge_r"], 3, no_ref),
+        _cell(metrics["sharpness"], 3, no_ref, significant=True),
+        _cell(metrics["sharpness_vs_training"], 3, metrics.get("sharpness_vs_training_reason") or "not computed",
+              significant=True),
     ]
+
+
+def _reference_row(reference_dn: np.ndarray, reference_edge: float, train_energy: float | None,
+                   train_reason: str | None) -> list:
+    """The real optical tile's own scores: what a realistic image gets (the ceiling).
+
+    PSNR, SSIM, SAM and LPIPS against itself say nothing ("—"); structure r, edge r and
+    sharpness against itself are 1 by definition (nan for a flat tile), and its sharpness
+    against the training median shows how sharp real tiles of this scene are.
+    """
+    vs_training = None if train_energy is None else sharpness(reference_dn, train_energy)
+    return [REFERENCE_ROW, "—", "—", "—", _cell(reference_edge, 3, "not computed"), "—",
+            _cell(structure_r(reference_dn, reference_dn), 3, "not computed"),
+            _cell(edge_r(reference_dn, reference_dn), 3, "not computed"),
+            _cell(sharpness(reference_dn, reference_dn), 3, "not computed", significant=True),
+            _cell(vs_training, 3, train_reason or "not computed", significant=True)]
 
 
 def metrics_table(rows: list[list]) -> pd.DataFrame:
@@ -330,14 +373,19 @@ def translate(
     report(0.8, "scoring")
     target = None if reference is None else reference.data
     baseline = np.broadcast_to(training_mean(str(data_dir))[:, None, None], (len(S2L2A_BANDS), *sar.data.shape[1:]))
-    scores = {name: compute_metrics(dn, sar.data, target, valid_mask=sar.valid_mask)
+    train_energy, train_reason = training_gradient_energy(str(preset))
+    scores = {name: compute_metrics(dn, sar.data, target, valid_mask=sar.valid_mask,
+                                    training_gradient_energy=train_energy)
               for name, dn in versions.items()}
     scores[BASELINE_ROW] = compute_metrics(np.ascontiguousarray(baseline), sar.data, target,
-                                           valid_mask=sar.valid_mask)
+                                           valid_mask=sar.valid_mask, training_gradient_energy=train_energy)
+    if train_reason is not None:  # more specific than compute_metrics' generic reason
+        for entry in scores.values():
+            entry["sharpness_vs_training_reason"] = train_reason
     rows = [_metric_row(name, scores[name], target is not None) for name in (*VERSIONS, BASELINE_ROW)]
     if reference is not None:
         reference_edge = sar_edge_agreement(reference.data, sar.data)
-        rows.append([REFERENCE_ROW, "—", "—", "—", _cell(reference_edge, 3, "not computed"), "—"])
+        rows.append(_reference_row(reference.data, reference_edge, train_energy, train_reason))
     else:
         reference_edge = None
 
@@ -352,7 +400,7 @@ def translate(
         "pipeline": pipeline.label, "trained": pipeline.config.trained, "input": Path(s1_path).name,
         "reference": Path(reference_path).name if reference_path else None, "month": month,
         "biome": biome, "seed": seed, "stages_run": list(stages), "timesteps": steps_used, "notes": notes,
-        "timings_s": timings,
+        "timings_s": timings, "training_gradient_energy": train_energy,
         "scores": scores, "reference_sar_edge": reference_edge,
     }), indent=2) + "\n")
     files.append(metrics_path)

@@ -127,11 +127,23 @@ def _timesteps_update(preset: str) -> gr.Number:
     return gr.Number(steps, info=info)
 
 
-def _evaluation_outputs(view: evaluation.EvaluationView) -> tuple:
-    """A view as the Evaluation tab's outputs (see ``build_demo``), charts shown only with results."""
+def _subset_choices(view: evaluation.EvaluationView) -> gr.Radio:
+    """The subset selector for a view: its subsets, the one on show selected."""
+    return gr.Radio([(evaluation.SUBSETS.get(subset, subset), subset) for subset in view.subsets],
+                    value=view.subset, visible=bool(view.subsets))
+
+
+def _subset_outputs(view: evaluation.EvaluationView) -> tuple:
+    """What changes with the subset: table, paired differences, scatter, bar charts, per-tile chart."""
     figures = view.figures or {}
-    return (view.markdown, view.table, *(figures.get(metric) for metric in evaluation.CHART_METRICS),
-            view.per_tile, view.directory, gr.Column(visible=view.table is not None))
+    return (view.table, view.paired, view.scatter, *(figures.get(metric) for metric in evaluation.CHART_METRICS),
+            view.per_tile)
+
+
+def _evaluation_outputs(view: evaluation.EvaluationView) -> tuple:
+    """A view as the Evaluation tab's outputs (see ``_evaluation_tab``), charts shown only with results."""
+    return (view.markdown, _subset_choices(view), *_subset_outputs(view), view.directory,
+            gr.Column(visible=view.table is not None))
 
 
 @on_gpu(duration=EVALUATION_GPU_S)
@@ -139,6 +151,7 @@ def run_evaluation(per_tile_metric, progress=gr.Progress(track_tqdm=True)):  # n
     """Re-run the ablation on the bundled test pairs into a temporary folder and show it.
 
     The committed results stay untouched; the re-run's tqdm bar over tiles drives the progress bar.
+    The view opens on the headline subset (clear tiles).
     """
     progress(0.0, desc="loading the preset and the test pairs")
     try:
@@ -151,10 +164,21 @@ def run_evaluation(per_tile_metric, progress=gr.Progress(track_tqdm=True)):  # n
     return _evaluation_outputs(evaluation.view_of(results, per_tile_metric=per_tile_metric, rerun=True))
 
 
-def show_per_tile(directory, metric):
+def show_subset(directory, subset, per_tile_metric):
+    """Show the results on show for another tile subset (clear, cloudy, all)."""
+    try:
+        view = evaluation.subset_view(directory, subset, per_tile_metric)
+    except handlers.AppError as error:
+        raise gr.Error(str(error), print_exception=False) from None
+    if view is None:
+        return (None,) * (4 + len(evaluation.CHART_METRICS))
+    return _subset_outputs(view)
+
+
+def show_per_tile(directory, metric, subset=None):
     """Redraw the per-tile distribution for another metric of the results on show."""
     try:
-        return evaluation.per_tile_view(directory, metric)
+        return evaluation.per_tile_view(directory, metric, subset)
     except handlers.AppError as error:
         raise gr.Error(str(error), print_exception=False) from None
 
@@ -253,17 +277,26 @@ def build_demo(presets: Sequence[str] = handlers.PRESET_CHOICES,
 
 
 def _evaluation_tab(results_dir: str | Path) -> None:
-    """The ablation table, per-metric charts and per-tile distributions of committed results.
+    """The ablation table, paired differences, charts and per-tile distributions of committed results.
 
-    The results are read once when the app is built; the re-run button writes elsewhere.
+    The results are read once when the app is built; the re-run button writes elsewhere. The
+    tab opens on the headline subset (clear tiles); a radio switches to cloudy or all tiles.
     """
     view = evaluation.build_view(results_dir)
     figures = view.figures or {}
     about = gr.Markdown(view.markdown, elem_id="evaluation-about")
     with gr.Column(visible=view.table is not None) as results_column:
-        table = gr.Dataframe(view.table, label="Ablation: mean [95% bootstrap interval] over tiles; "
-                             "baselines and control first, then the stage subsets", interactive=False, wrap=True,
-                             elem_id="ablation-table")
+        subset = gr.Radio([(evaluation.SUBSETS.get(name, name), name) for name in view.subsets], value=view.subset,
+                          label="Tiles", info="clear tiles are the headline; cloudy tiles are reported apart",
+                          visible=bool(view.subsets), elem_id="evaluation-subset")
+        table = gr.Dataframe(view.table, label="Ablation: mean [95% interval, bootstrap over scene clusters] over "
+                             "tiles; baselines and control first, then the stage subsets", interactive=False,
+                             wrap=True, elem_id="ablation-table")
+        paired = gr.Dataframe(view.paired, label="Paired differences a − b: mean over tiles of the per-tile "
+                              "difference [95% interval, bootstrap over scene clusters]; an interval that excludes 0 "
+                              "is a difference the data supports", interactive=False, wrap=True,
+                              elem_id="paired-table")
+        scatter = gr.Plot(view.scatter, label="PSNR against sharpness", show_label=False)
         plots = []
         for row in (evaluation.CHART_METRICS[:2], evaluation.CHART_METRICS[2:]):
             with gr.Row():
@@ -272,14 +305,17 @@ def _evaluation_tab(results_dir: str | Path) -> None:
         per_tile_metric = gr.Dropdown([(label, key) for key, label in evaluation.TILE_METRICS.items()],
                                       value="psnr", label="Per-tile distribution of")
         per_tile_plot = gr.Plot(view.per_tile, label="Per-tile distribution", show_label=False)
-    directory = gr.State(view.directory)  # where the results on show are, for the per-tile dropdown
+    directory = gr.State(view.directory)  # where the results on show are, for the subset radio and dropdown
     rerun_button = gr.Button("Re-run evaluation on the bundled test pairs")
     gr.Markdown("Re-running evaluates the bundled test pairs with the default preset into a temporary folder "
                 "(the committed results are not changed) and shows those results here.")
 
-    per_tile_metric.change(show_per_tile, inputs=[directory, per_tile_metric], outputs=per_tile_plot,
+    subset_outputs = [table, paired, scatter, *plots, per_tile_plot]
+    # .input (a user's choice), not .change: a re-run sets the radio itself, with its own outputs.
+    subset.input(show_subset, inputs=[directory, subset, per_tile_metric], outputs=subset_outputs,
+                 api_visibility="private")
+    per_tile_metric.change(show_per_tile, inputs=[directory, per_tile_metric, subset], outputs=per_tile_plot,
                            api_visibility="private")
     rerun_button.click(run_evaluation, inputs=per_tile_metric,
-                       outputs=[about, table, *plots, per_tile_plot, directory, results_column],
+                       outputs=[about, subset, *subset_outputs, directory, results_column],
                        api_visibility="private", concurrency_id=MODELS_QUEUE)
-

@@ -15,7 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Ablation of a GAC preset: baselines, control and stage subsets.")
     parser.add_argument("--data", type=Path, required=True, help="dataset folder (test split, else every pair)")
     parser.add_argument("--preset", default="mini", help="mini (embedded), hub, a pipeline folder or repo@rev")
-    parser.add_argument("--out", type=Path, required=True, help="folder for per_tile.csv, summary.csv, meta.json")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for per_tile.csv, summary.csv, paired.csv, meta.json")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% intervals")
     parser.add_argument("--max-tiles", type=int, help="evaluate only the first N pairs")
@@ -24,28 +25,67 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _interval(row: pd.Series, metric: str, digits: int) -> str:
-    value = row[metric]
-    if math.isnan(value):
+    value = row.get(metric, math.nan)
+    if not isinstance(value, int | float) or math.isnan(value):
         return "-"
-    return f"{value:.{digits}f} [{row[metric + '_lo']:.{digits}f}, {row[metric + '_hi']:.{digits}f}]"
+    lo, hi = row.get(metric + "_lo", math.nan), row.get(metric + "_hi", math.nan)
+    if math.isnan(lo) or math.isnan(hi):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def format_summary(summary: pd.DataFrame, meta: dict) -> str:
-    """The summary as a plain-text table plus the SAR-edge ceiling of the real optical tiles."""
-    lines = [f"{meta['preset_label']} on {meta['n_tiles']} tile(s) ({meta['split']}), bands {meta['bands']}",
-             (f"{'variant':<16}{'n':>4}  {'PSNR dB':<24}{'SSIM':<24}{'SAM deg':<24}{'SAR-edge':<24}"
-              f"{'|SAR-edge - real|':<24}")]
-    for _, row in summary.iterrows():
-        cells = [_interval(row, "psnr", 2), _interval(row, "ssim", 3), _interval(row, "sam_deg", 2),
-                 _interval(row, "sar_edge", 3), _interval(row, "sar_edge_gap", 3)]
-        line = f"{row['variant']:<16}{row['n']:>4}  " + "".join(f"{cell:<24}" for cell in cells)
-        lines.append((line + (f"  {row['note']}" if row["note"] else "")).rstrip())
-    ceiling = meta["sar_edge_ceiling"]
-    if ceiling["mean"] is None:
-        lines.append("SAR-edge of the real optical (reference): undefined on every tile")
-    else:
-        lines.append(f"SAR-edge of the real optical (reference): {ceiling['mean']:.3f} "
-                     f"[{ceiling['lo']:.3f}, {ceiling['hi']:.3f}]")
+def _difference(row: pd.Series) -> str:
+    """A paired difference "mean [lo, hi]", the mean alone without an interval, or "-"."""
+    return _interval(pd.Series({"d": row["mean_diff"], "d_lo": row["lo"], "d_hi": row["hi"]}), "d", 3)
+
+
+# Printed summary columns: (column, header, digits).
+PRINTED = (("psnr", "PSNR dB", 2), ("ssim", "SSIM", 3), ("sam_deg", "SAM deg", 2),
+           ("structure_r", "structure_r", 3), ("sharpness", "sharpness", 2), ("sar_edge", "SAR-edge", 3),
+           ("sar_edge_gap", "|SAR-edge - real|", 3))
+SUBSET_TITLES = {"clear": "clear tiles (clear_land; the headline)", "cloudy": "cloudy tiles (not clear_land)",
+                 "all": "all tiles"}
+
+
+def format_summary(summary: pd.DataFrame, meta: dict, paired: pd.DataFrame | None = None) -> str:
+    """The summary as plain-text tables per subset, the SAR-edge ceiling, and the headline paired differences."""
+    bootstrap = meta.get("bootstrap", {})
+    lines = [(f"{meta['preset_label']} on {meta['n_tiles']} tile(s) ({meta['split']}), bands {meta['bands']}; "
+              f"95% intervals: bootstrap over {bootstrap.get('unit', 'tiles')}")]
+    if "subset" not in summary.columns:  # results written before subsets existed
+        summary = summary.assign(subset="all")
+    ceilings = meta.get("sar_edge_ceiling_by_subset") or {"all": meta["sar_edge_ceiling"]}
+    for subset, rows in summary.groupby("subset", sort=False):
+        if not (rows["n"] > 0).any():
+            continue
+        n_clusters = f", {int(rows['n_clusters'].max())} scene cluster(s)" if "n_clusters" in rows else ""
+        lines += ["", f"{SUBSET_TITLES.get(subset, subset)}: {int(rows['n'].max())} tile(s){n_clusters}",
+                  f"{'variant':<16}{'n':>4}  " + "".join(f"{header:<24}" for _, header, _ in PRINTED)]
+        for _, row in rows.iterrows():
+            cells = [_interval(row, metric, digits) for metric, _, digits in PRINTED]
+            line = f"{row['variant']:<16}{row['n']:>4}  " + "".join(f"{cell:<24}" for cell in cells)
+            lines.append((line + (f"  {row['note']}" if row["note"] else "")).rstrip())
+        ceiling = ceilings.get(subset) or {}
+        if ceiling.get("mean") is None:
+            lines.append("SAR-edge of the real optical (reference): undefined on every tile")
+        else:
+            bounds = (f" [{ceiling['lo']:.3f}, {ceiling['hi']:.3f}]" if ceiling.get("lo") is not None
+                      and ceiling.get("hi") is not None else "")
+            lines.append(f"SAR-edge of the real optical (reference): {ceiling['mean']:.3f}{bounds}")
+    if paired is not None and not paired.empty:
+        headline = meta.get("headline_subset", "clear")
+        rows = paired[paired["subset"] == headline]
+        if not (rows["n"] > 0).any():
+            rows = paired[paired["subset"] == "all"]
+            headline = "all"
+        lines += ["", f"Paired differences a - b, mean over {headline} tiles [95% interval]:",
+                  f"{'comparison':<44}" + "".join(f"{metric:<24}" for metric in rows["metric"].unique())]
+        for (comparison, b), group in rows.groupby(["comparison", "b"], sort=False, dropna=False):
+            cells = [_difference(row) for _, row in group.iterrows()]
+            label = comparison if not isinstance(b, str) or b in comparison else f"{comparison} ({b})"
+            notes = sorted({note for note in group["note"] if note})
+            lines.append((f"{label:<44}" + "".join(f"{cell:<24}" for cell in cells)
+                          + (f"  {'; '.join(notes)}" if notes else "")).rstrip())
     return "\n".join(lines)
 
 
@@ -61,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, ValueError, FileNotFoundError, RuntimeError) as error:
         print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return 2
-    print(format_summary(result.summary, result.meta))
-    print(f"wrote {args.out / 'summary.csv'}, per_tile.csv and meta.json")
+    print(format_summary(result.summary, result.meta, result.paired))
+    print(f"wrote {args.out / 'summary.csv'}, per_tile.csv, paired.csv and meta.json")
     return 0
 
 

@@ -9,15 +9,32 @@ included, flagged by ``clear_land``) is scored for each variant in ``VARIANTS``:
 - ``v1``, ``v1+v2``, ``v1+v3``, ``v1+v2+v3``: the pipeline with those stages (a skipped stage
   passes its input through), with the pair's month and biome and the same seed.
 
-Summary statistics are means over tiles with a seeded percentile bootstrap over tiles; the
-same resampled tile sets serve every variant, so intervals compare like with like. Scores
-undefined on a tile (``nan``, e.g. the SAR-edge agreement of a constant image, which has no
-edges) are left out of that mean and counted in ``note``. ``sar_edge_gap`` is the per-tile
-|SAR-edge(prediction) - SAR-edge(real optical)|: a realistic image agrees with the SAR's
-edges about as much as the real one does, and SAR-derived images can agree far more. PSNR is infinite when a prediction
-equals the target after clipping; ``per_tile.csv`` keeps ``inf``, and the summary counts such
-a tile at ``PSNR_CAP_DB``, the PSNR of DN rounding noise (1/sqrt(12) DN rms): the best score
-a DN-quantised image can be told apart at.
+Per tile (``per_tile.csv``): PSNR, SSIM, SAM (4 bands and 12 bands), LPIPS when available,
+SAR-edge, ``sar_edge_gap`` (|SAR-edge(prediction) - SAR-edge(real optical)|: a realistic image
+agrees with the SAR's edges about as much as the real one does, and SAR-derived images can
+agree far more), and against the real tile ``structure_r`` (does it draw the scene),
+``edge_r`` (are edges where the real ones are) and ``sharpness`` (texture relative to the real
+tile, 1 = as sharp); see ``gac_pipeline.metrics``. ``cluster`` is the tile's scene cluster
+(``gac_pipeline.data.scene_clusters`` over the evaluated tiles: touching patches of one scene).
+
+Statistics (``summary.csv``, ``paired.csv``) are given separately for three subsets of tiles:
+``clear`` (``clear_land`` true: the headline), ``cloudy`` (``clear_land`` false) and ``all``.
+A mean is over tiles; its 95% interval is a percentile bootstrap over *scene clusters*, not
+tiles: neighbouring patches share fields, lakes and clouds, so they are not independent
+evidence. Each resample draws clusters with replacement and the statistic is the mean over
+all tiles of the drawn clusters (sum of the clusters' sums over sum of their tile counts). A
+subset with fewer than two clusters gets the mean without an interval. Every bootstrap uses
+the same seed, so with the same clusters every variant and metric sees the same resamples.
+
+``paired.csv`` holds differences between variants (``COMPARISONS``) computed per tile and
+averaged, with the same cluster bootstrap: the interval of a difference, not the overlap of
+two intervals, says whether a stage pays.
+
+Scores undefined on a tile (``nan``, e.g. the SAR-edge agreement of a constant image, which has
+no edges) are left out of that mean and counted in ``note``. PSNR is infinite when a
+prediction equals the target after clipping; ``per_tile.csv`` keeps ``inf``, and the
+statistics count such a tile at ``PSNR_CAP_DB``, the PSNR of DN rounding noise (1/sqrt(12) DN
+rms): the best score a DN-quantised image can be told apart at.
 """
 
 from __future__ import annotations
@@ -25,17 +42,26 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 from tqdm.auto import tqdm
 
 from gac_pipeline.bands import METRIC_BAND_INDICES, REFLECTANCE_SCALE, S2L2A_BANDS
-from gac_pipeline.data import PairDataset, PairInfo, evaluation_pairs
-from gac_pipeline.metrics import compute_metrics, sar_edge_agreement, to_json_safe
+from gac_pipeline.data import PairDataset, PairInfo, evaluation_pairs, scene_clusters
+from gac_pipeline.metrics import (
+    compute_metrics,
+    edge_r,
+    sar_edge_agreement,
+    sharpness,
+    structure_r,
+    to_json_safe,
+)
+from gac_pipeline.outputs import PipelineOutput
 from gac_pipeline.pipeline import GACPipeline, base_models
 from gac_pipeline.presets import load_preset
 from gac_pipeline.references import REFERENCES_DIR, References, load_for_preset
@@ -50,35 +76,74 @@ PIPELINE_VARIANTS = {
     "v1+v2+v3": (("1", "2", "3"), "opt_v3"),
 }
 VARIANTS = (*REFERENCE_VARIANTS, *PIPELINE_VARIANTS)
-SUMMARY_METRICS = ("psnr", "ssim", "sam_deg", "sar_edge", "sar_edge_gap", "lpips")
-TILE_METRICS = ("psnr", "ssim", "sam_deg", "sar_edge", "lpips", "psnr_12", "ssim_12", "sam_deg_12")
-PER_TILE_COLUMNS = ["variant", "tile", "clear_land", *TILE_METRICS, "sar_edge_reference", "sar_edge_gap"]
-SUMMARY_COLUMNS = ["variant", "n", *(f"{m}{s}" for m in SUMMARY_METRICS for s in ("", "_lo", "_hi")), "note"]
+BASELINES = ("mean_baseline", "linear_baseline")
+# Luminance scores against the real tile (gac_pipeline.metrics), computed here directly.
+STRUCTURE_METRICS = ("structure_r", "edge_r", "sharpness")
+SUMMARY_METRICS = ("psnr", "ssim", "sam_deg", "sar_edge", "sar_edge_gap", *STRUCTURE_METRICS, "lpips")
+TILE_METRICS = ("psnr", "ssim", "sam_deg", "sar_edge", *STRUCTURE_METRICS, "lpips", "psnr_12", "ssim_12",
+                "sam_deg_12")
+PER_TILE_COLUMNS = ["variant", "tile", "cluster", "clear_land", *TILE_METRICS, "sar_edge_reference",
+                    "sar_edge_gap"]
+SUMMARY_COLUMNS = ["subset", "variant", "n", "n_clusters",
+                   *(f"{m}{s}" for m in SUMMARY_METRICS for s in ("", "_lo", "_hi")), "note"]
+# Tile subsets, the headline first: clear_land true, false, and every tile.
+SUBSETS = ("clear", "cloudy", "all")
+HEADLINE_SUBSET = "clear"
+# Paired differences: (label, a, b) for a - b per tile. "best baseline" is whichever of
+# BASELINES has the higher mean PSNR on that subset.
+BEST_BASELINE = "best baseline"
+COMPARISONS = (
+    ("v1+v2 - v1", "v1+v2", "v1"),
+    ("v1+v2+v3 - v1+v2", "v1+v2+v3", "v1+v2"),
+    ("v1+v2+v3 - unet_control", "v1+v2+v3", "unet_control"),
+    ("v1+v2+v3 - best baseline", "v1+v2+v3", BEST_BASELINE),
+)
+PAIRED_METRICS = ("psnr", "ssim", "structure_r", "sharpness", "sar_edge_gap")
+PAIRED_COLUMNS = ["subset", "comparison", "a", "b", "metric", "n", "n_clusters", "mean_diff", "lo", "hi", "note"]
 BANDS = ",".join(S2L2A_BANDS[i] for i in METRIC_BAND_INDICES)
 CONFIDENCE = 0.95
+BOOTSTRAP_UNIT = "scene clusters"
 PSNR_CAP_DB = 10.0 * math.log10(12.0 * REFLECTANCE_SCALE**2)  # reflectance = DN / REFLECTANCE_SCALE
-RESULT_FILES = ("summary.csv", "per_tile.csv", "meta.json")
+RESULT_FILES = ("summary.csv", "per_tile.csv", "paired.csv", "meta.json")
+OPTIONAL_RESULT_FILES = ("paired.csv",)  # absent from results written before it existed
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent.parent / "outputs" / "ablation"
+
+
+def _empty_paired() -> pd.DataFrame:
+    return pd.DataFrame(columns=PAIRED_COLUMNS)
 
 
 @dataclass
 class AblationResult:
-    """The three result files, as read back by the app."""
+    """The result files, as read back by the app (``paired`` is empty for results written before it existed)."""
 
     summary: pd.DataFrame
     per_tile: pd.DataFrame
     meta: dict
+    paired: pd.DataFrame = field(default_factory=_empty_paired)
+
+
+@dataclass
+class Estimate:
+    """A mean over tiles with its cluster-bootstrap interval (``lo``/``hi`` None without one)."""
+
+    mean: float | None
+    lo: float | None
+    hi: float | None
+    n: int  # tiles with a finite value
+    n_clusters: int  # clusters among them
+    distribution: np.ndarray | None = None  # the bootstrap replicates of the mean
 
 
 def run_ablation(data_dir: str | Path, preset: str = "mini", out_dir: str | Path = DEFAULT_OUT_DIR, *,
                  seed: int = 0, bootstrap: int = 2000, max_tiles: int | None = None,
                  progress: bool = True) -> AblationResult:
-    """Evaluate every variant on the evaluation pairs of ``data_dir`` and write the three result files.
+    """Evaluate every variant on the evaluation pairs of ``data_dir`` and write the result files.
 
     Args:
         data_dir: Dataset folder (pair folders + optional ``index.csv``).
         preset: ``mini``, ``hub``, a pipeline folder or ``repo@revision``.
-        out_dir: Where ``per_tile.csv``, ``summary.csv`` and ``meta.json`` go.
+        out_dir: Where ``per_tile.csv``, ``summary.csv``, ``paired.csv`` and ``meta.json`` go.
         seed: Seeds the pipeline (generate mode samples) and the bootstrap.
         bootstrap: Bootstrap resamples for the confidence intervals.
         max_tiles: Evaluate only the first N pairs (sorted by name), e.g. for a quick look.
@@ -89,13 +154,9 @@ def run_ablation(data_dir: str | Path, preset: str = "mini", out_dir: str | Path
         ValueError: Bad arguments, or no pair with both S1GRD.tif and S2L2A.tif to evaluate.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    if not data_dir.is_dir():
-        raise FileNotFoundError(f"{data_dir}: no such data folder")
     if bootstrap < 1 or (max_tiles is not None and max_tiles < 1):
         raise ValueError(f"bootstrap and max_tiles must be positive, got {bootstrap} and {max_tiles}")
-    pairs = [info for info in evaluation_pairs(data_dir) if info.s2_path is not None][:max_tiles]
-    if not pairs:
-        raise ValueError(f"{data_dir}: no pairs with S1GRD.tif and S2L2A.tif to evaluate")
+    pairs = scored_pairs(data_dir, max_tiles)
     seed_everything(seed)
     pipeline = load_preset(preset)
     references = load_for_preset(preset)
@@ -105,8 +166,6 @@ def run_ablation(data_dir: str | Path, preset: str = "mini", out_dir: str | Path
     runnable = [v for v in VARIANTS if reasons.get(v) is None]
     per_tile, lpips_reason = _score_tiles(pairs, pipeline, references, runnable, seed=seed, progress=progress)
 
-    # One set of resampled tile indices for every variant and metric: paired intervals.
-    indices = np.random.default_rng(seed).integers(0, len(pairs), size=(bootstrap, len(pairs)))
     # Why a variant has no numbers, else whether its numbers come from an untrained model.
     notes = dict(reasons)
     if not pipeline.config.trained:
@@ -115,13 +174,12 @@ def run_ablation(data_dir: str | Path, preset: str = "mini", out_dir: str | Path
                        if references is not None and references.control is not None else None)
     if control_trained is False:
         notes["unet_control"] = "control untrained"
-    summary = pd.DataFrame([_summary_row(variant, per_tile[per_tile["variant"] == variant], indices, notes.get(variant))
-                            for variant in VARIANTS], columns=SUMMARY_COLUMNS)
-    summary[SUMMARY_COLUMNS[2:-1]] = summary[SUMMARY_COLUMNS[2:-1]].astype(float)  # missing -> NaN, as read back
-    ceiling_values = per_tile.drop_duplicates("tile")["sar_edge_reference"].to_numpy(dtype=float)
-    mean, lo, hi = _bootstrap(ceiling_values, indices)
+    summary = summarise(per_tile, notes, seed=seed, bootstrap=bootstrap)
+    paired = paired_differences(per_tile, summary, notes, seed=seed, bootstrap=bootstrap)
+    ceilings = sar_edge_ceilings(per_tile, seed=seed, bootstrap=bootstrap)
     command = ["python", "-m", "eval", "--data", str(data_dir), "--preset", preset, "--out", str(out_dir),
                "--seed", str(seed), "--bootstrap", str(bootstrap)]
+    tiles = per_tile.drop_duplicates("tile")
     meta = {
         "preset": preset,
         "preset_label": pipeline.label,
@@ -138,19 +196,67 @@ def run_ablation(data_dir: str | Path, preset: str = "mini", out_dir: str | Path
         "tiles": [info.name for info in pairs],
         "variants": list(VARIANTS),
         "seed": seed,
-        "bootstrap": {"samples": bootstrap, "ci": CONFIDENCE, "seed": seed},
+        "bootstrap": {
+            "samples": bootstrap, "ci": CONFIDENCE, "seed": seed, "unit": BOOTSTRAP_UNIT,
+            "method": "percentile (scipy.stats.bootstrap): clusters drawn with replacement, "
+                      "statistic = mean over all tiles of the drawn clusters",
+            "n_clusters": int(tiles["cluster"].nunique()),
+            "subsets": {subset: {"tiles": len(rows), "clusters": int(rows["cluster"].nunique())}
+                        for subset in SUBSETS for rows in [subset_rows(tiles, subset)]},
+        },
+        "headline_subset": HEADLINE_SUBSET,
+        "clusters": [list(group["tile"]) for _, group in tiles.groupby("cluster", sort=True)],
         "lpips_reason": lpips_reason,
-        "sar_edge_ceiling": {"mean": mean, "lo": lo, "hi": hi},
+        "sar_edge_ceiling": ceilings["all"],
+        "sar_edge_ceiling_by_subset": ceilings,
         "psnr_cap_db": PSNR_CAP_DB,
         "bands": BANDS,
         "command": shlex.join(command + (["--max-tiles", str(max_tiles)] if max_tiles is not None else [])),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    write_results(out_dir, AblationResult(summary=summary, per_tile=per_tile, meta=meta, paired=paired))
+    return AblationResult(summary=summary, per_tile=per_tile, meta=meta, paired=paired)
+
+
+def write_results(out_dir: str | Path, result: AblationResult) -> None:
+    """Write the four result files into ``out_dir``."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    per_tile.to_csv(out_dir / "per_tile.csv", index=False)
-    summary.to_csv(out_dir / "summary.csv", index=False)
-    (out_dir / "meta.json").write_text(json.dumps(to_json_safe(meta), indent=2, allow_nan=False) + "\n")
-    return AblationResult(summary=summary, per_tile=per_tile, meta=meta)
+    result.per_tile.to_csv(out_dir / "per_tile.csv", index=False)
+    result.summary.to_csv(out_dir / "summary.csv", index=False)
+    result.paired.to_csv(out_dir / "paired.csv", index=False)
+    (out_dir / "meta.json").write_text(json.dumps(to_json_safe(result.meta), indent=2, allow_nan=False) + "\n")
+
+
+# ----------------------------------------------------------------------------- running the models
+
+
+def scored_pairs(data_dir: str | Path, max_tiles: int | None = None) -> list[PairInfo]:
+    """The evaluation pairs of ``data_dir`` that have an optical tile, sorted by name, the first ``max_tiles``.
+
+    Raises:
+        FileNotFoundError: ``data_dir`` is not a folder.
+        ValueError: no pair with both S1GRD.tif and S2L2A.tif.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: no such data folder")
+    pairs = [info for info in evaluation_pairs(data_dir) if info.s2_path is not None][:max_tiles]
+    if not pairs:
+        raise ValueError(f"{data_dir}: no pairs with S1GRD.tif and S2L2A.tif to evaluate")
+    return pairs
+
+
+def run_pipeline(pipeline: GACPipeline, item: dict, *, seed: int,
+                 stages: tuple[str, ...] = ("1", "2", "3")) -> PipelineOutput:
+    """The pipeline on one ``PairDataset`` item with the pair's month and biome, as the ablation runs it."""
+    return pipeline(item["s1"].numpy(), month=item["month"] or None, biome=item["biome"], seed=seed, stages=stages)
+
+
+def structure_scores(prediction: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """``structure_r``, ``edge_r`` and ``sharpness`` of a prediction against the real tile."""
+    return {"structure_r": structure_r(prediction, target), "edge_r": edge_r(prediction, target),
+            "sharpness": sharpness(prediction, target)}
 
 
 def _score_tiles(pairs: list[PairInfo], pipeline: GACPipeline, references: References | None, variants: list[str],
@@ -158,6 +264,7 @@ def _score_tiles(pairs: list[PairInfo], pipeline: GACPipeline, references: Refer
     """One row per tile and variant (tile-major), and why LPIPS is missing if it is."""
     rows, lpips_reason = [], None
     dataset = PairDataset(pairs)
+    clusters = scene_clusters([info.name for info in pairs])
     for index in tqdm(range(len(dataset)), desc="ablation tiles", disable=not progress):
         info, item = pairs[index], dataset[index]
         s1, target = item["s1"].numpy(), item["s2"].numpy()
@@ -165,61 +272,215 @@ def _score_tiles(pairs: list[PairInfo], pipeline: GACPipeline, references: Refer
         for variant in variants:
             if variant in PIPELINE_VARIANTS:
                 stages, output = PIPELINE_VARIANTS[variant]
-                result = pipeline(s1, month=item["month"] or None, biome=item["biome"], seed=seed, stages=stages)
-                prediction = getattr(result, output)
+                prediction = getattr(run_pipeline(pipeline, item, seed=seed, stages=stages), output)
             else:
                 prediction = references.predict(variant, s1)
-            metrics = compute_metrics(prediction, s1, target)
+            metrics = {**compute_metrics(prediction, s1, target), **structure_scores(prediction, target)}
             lpips_reason = lpips_reason or metrics["lpips_reason"]
-            rows.append({"variant": variant, "tile": info.name, "clear_land": info.clear_land,
-                         **{key: metrics[key] for key in TILE_METRICS}, "sar_edge_reference": ceiling})
+            rows.append({"variant": variant, "tile": info.name, "cluster": clusters[index],
+                         "clear_land": info.clear_land, **{key: metrics[key] for key in TILE_METRICS},
+                         "sar_edge_reference": ceiling})
     per_tile = pd.DataFrame(rows, columns=PER_TILE_COLUMNS[:-1])
     numeric = [*TILE_METRICS, "sar_edge_reference"]
     per_tile[numeric] = per_tile[numeric].astype(float)
+    per_tile["cluster"] = per_tile["cluster"].astype(int)
     per_tile["sar_edge_gap"] = (per_tile["sar_edge"] - per_tile["sar_edge_reference"]).abs()
     return per_tile, lpips_reason
 
 
-def _bootstrap(values: np.ndarray, indices: np.ndarray) -> tuple[float | None, float | None, float | None]:
-    """Mean of the finite values and its percentile interval over resampled tiles (None if none is finite)."""
+# ----------------------------------------------------------------------------- statistics
+
+
+def cluster_bootstrap(values, clusters, *, seed: int = 0, resamples: int = 2000) -> Estimate:
+    """Mean of the finite ``values`` and its percentile interval, resampling whole clusters.
+
+    Each resample draws as many clusters as there are, with replacement; its statistic is the
+    mean over every tile of the drawn clusters, i.e. (sum of the drawn clusters' sums) / (sum
+    of their counts). ``scipy.stats.bootstrap`` does the resampling, with the clusters' sums
+    and counts as paired samples. Tiles whose value is not finite are left out first (a
+    cluster with none left is not drawn). Fewer than two clusters: the mean, no interval.
+
+    Args:
+        values: One value per tile.
+        clusters: One cluster id per tile (``scene_clusters``).
+        seed: Seeds the resampling (the same seed and clusters give the same resamples).
+        resamples: Number of bootstrap resamples.
+    """
+    values, clusters = np.asarray(values, dtype=float), np.asarray(clusters)
     finite = np.isfinite(values)
     if not finite.any():
-        return None, None, None
-    sums = np.where(finite, values, 0.0)[indices].sum(axis=1)
-    counts = finite[indices].sum(axis=1)
-    means = sums[counts > 0] / counts[counts > 0]  # a resample with only undefined tiles says nothing
-    tail = 100.0 * (1.0 - CONFIDENCE) / 2.0
-    lo, hi = np.percentile(means, [tail, 100.0 - tail])
-    return float(values[finite].mean()), float(lo), float(hi)
+        return Estimate(None, None, None, 0, 0)
+    ids, inverse = np.unique(clusters[finite], return_inverse=True)
+    sums = np.bincount(inverse, weights=values[finite])
+    counts = np.bincount(inverse).astype(float)
+    mean = float(values[finite].mean())
+    if len(ids) < 2:
+        return Estimate(mean, None, None, int(finite.sum()), len(ids))
+    result = scipy.stats.bootstrap((sums, counts), _pooled_mean, paired=True, vectorized=True,
+                                   n_resamples=resamples, confidence_level=CONFIDENCE, method="percentile",
+                                   rng=np.random.default_rng(seed))
+    interval = result.confidence_interval
+    return Estimate(mean, float(interval.low), float(interval.high), int(finite.sum()), len(ids),
+                    result.bootstrap_distribution)
 
 
-def _summary_row(variant: str, tiles: pd.DataFrame, indices: np.ndarray, note: str | None) -> dict:
-    row = {"variant": variant, "n": len(tiles)}
+def _pooled_mean(sums: np.ndarray, counts: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Mean over the tiles of the drawn clusters: their summed sums over their summed counts."""
+    return sums.sum(axis=axis) / counts.sum(axis=axis)
+
+
+def subset_rows(per_tile: pd.DataFrame, subset: str) -> pd.DataFrame:
+    """The rows of ``per_tile`` in ``subset``: clear (clear_land true), cloudy (false) or all.
+
+    Tiles whose ``clear_land`` is unknown (no index) are only in ``all``.
+    """
+    if subset == "all":
+        return per_tile
+    flag = per_tile["clear_land"].map(lambda value: value if isinstance(value, bool | np.bool_) else
+                                      {"true": True, "false": False}.get(str(value).strip().lower()))
+    return per_tile[flag == (subset == "clear")]
+
+
+def _scored(values: pd.Series, metric: str) -> np.ndarray:
+    """A metric's per-tile values as the statistics count them (infinite PSNR at ``PSNR_CAP_DB``)."""
+    values = values.to_numpy(dtype=float)
+    return np.minimum(values, PSNR_CAP_DB) if metric.startswith("psnr") else values
+
+
+def summarise(per_tile: pd.DataFrame, notes: dict[str, str | None] | None = None, *, seed: int = 0,
+              bootstrap: int = 2000) -> pd.DataFrame:
+    """``summary.csv``: per subset and variant, the mean and cluster-bootstrap interval of each metric.
+
+    Args:
+        per_tile: ``per_tile.csv`` rows (a variant without rows keeps its rows here with n = 0).
+        notes: Per variant, why it has no numbers or a caveat (e.g. untrained weights).
+        seed: Seeds every bootstrap.
+        bootstrap: Resamples per interval.
+    """
+    notes = notes or {}
+    rows = []
+    for subset in SUBSETS:
+        tiles = subset_rows(per_tile, subset)
+        for variant in VARIANTS:
+            rows.append(_summary_row(subset, variant, tiles[tiles["variant"] == variant], notes.get(variant),
+                                     ran=bool((per_tile["variant"] == variant).any()), seed=seed,
+                                     bootstrap=bootstrap))
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    summary[SUMMARY_COLUMNS[4:-1]] = summary[SUMMARY_COLUMNS[4:-1]].astype(float)  # missing -> NaN, as read back
+    return summary
+
+
+def _summary_row(subset: str, variant: str, tiles: pd.DataFrame, note: str | None, *, ran: bool, seed: int,
+                 bootstrap: int) -> dict:
+    row = {"subset": subset, "variant": variant, "n": len(tiles), "n_clusters": int(tiles["cluster"].nunique())}
     if tiles.empty:
-        return {**row, "note": note or "no tiles"}
+        return {**row, "note": note if not ran and note else "; ".join(filter(None, [f"no {subset} tiles", note]))}
     notes = [note] if note else []
     for metric in SUMMARY_METRICS:
-        values = tiles[metric].to_numpy(dtype=float)
-        if metric == "psnr" and np.isposinf(values).any():
-            notes.append(f"{int(np.isposinf(values).sum())} tile(s) equal to the target: PSNR counted as "
+        raw = tiles[metric].to_numpy(dtype=float)
+        if metric == "psnr" and np.isposinf(raw).any():
+            notes.append(f"{int(np.isposinf(raw).sum())} tile(s) equal to the target: PSNR counted as "
                          f"{PSNR_CAP_DB:.2f} dB")
-            values = np.minimum(values, PSNR_CAP_DB)
-        undefined = int(np.isnan(values).sum())
+        undefined = int(np.isnan(raw).sum())
         if undefined and metric != "lpips":  # LPIPS absence is explained once, in meta.json
-            notes.append(f"{metric} undefined on {undefined} of {len(values)} tile(s)")
-        row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"] = _bootstrap(values, indices)
+            notes.append(f"{metric} undefined on {undefined} of {len(raw)} tile(s)")
+        estimate = cluster_bootstrap(_scored(tiles[metric], metric), tiles["cluster"], seed=seed,
+                                     resamples=bootstrap)
+        row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"] = estimate.mean, estimate.lo, estimate.hi
+    if row["n_clusters"] < 2:
+        notes.append("one scene cluster: no interval")
     return {**row, "note": "; ".join(notes)}
 
 
+def best_baseline(summary: pd.DataFrame, subset: str) -> str | None:
+    """Whichever of ``BASELINES`` has the higher mean PSNR on ``subset`` (None when neither has one)."""
+    rows = summary[(summary["subset"] == subset) & summary["variant"].isin(BASELINES)]
+    rows = rows[np.isfinite(rows["psnr"].to_numpy(dtype=float))]
+    return None if rows.empty else str(rows.loc[rows["psnr"].astype(float).idxmax(), "variant"])
+
+
+def paired_differences(per_tile: pd.DataFrame, summary: pd.DataFrame, notes: dict[str, str | None] | None = None,
+                       *, seed: int = 0, bootstrap: int = 2000) -> pd.DataFrame:
+    """``paired.csv``: per subset, comparison and metric, the mean per-tile difference a - b and its interval.
+
+    The difference is taken per tile (tiles where both scores are finite) and then averaged,
+    with the same cluster bootstrap as the summary. A comparison whose variant did not run
+    keeps its rows with n = 0 and the reason.
+
+    Args:
+        per_tile: ``per_tile.csv`` rows.
+        summary: ``summary.csv`` rows (to pick the best baseline per subset).
+        notes: Per variant, why it did not run (see ``summarise``).
+        seed: Seeds every bootstrap.
+        bootstrap: Resamples per interval.
+    """
+    notes = notes or {}
+    rows = []
+    for subset in SUBSETS:
+        tiles = subset_rows(per_tile, subset)
+        for label, a, b in COMPARISONS:
+            missing = ""
+            if b == BEST_BASELINE:
+                b = best_baseline(summary, subset)
+                if b is None:
+                    missing = f"no baseline has a PSNR on the {subset} tiles"
+            for name in (a, b):
+                if not missing and not (per_tile["variant"] == name).any():
+                    missing = f"{name} did not run" + (f" ({notes[name]})" if notes.get(name) else "")
+            for metric in PAIRED_METRICS:
+                row = {"subset": subset, "comparison": label, "a": a, "b": b, "metric": metric}
+                if missing:
+                    rows.append({**row, "n": 0, "n_clusters": 0, "note": missing})
+                    continue
+                rows.append({**row, **_paired_row(tiles, a, b, metric, subset, seed=seed, bootstrap=bootstrap)})
+    paired = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+    paired[["mean_diff", "lo", "hi"]] = paired[["mean_diff", "lo", "hi"]].astype(float)
+    paired["note"] = paired["note"].fillna("")
+    return paired
+
+
+def _paired_row(tiles: pd.DataFrame, a: str, b: str, metric: str, subset: str, *, seed: int, bootstrap: int) -> dict:
+    left = tiles[tiles["variant"] == a].set_index("tile")
+    right = tiles[tiles["variant"] == b].set_index("tile")
+    common = left.index.intersection(right.index, sort=False)
+    if common.empty:
+        return {"n": 0, "n_clusters": 0, "note": f"no {subset} tiles"}
+    difference = _scored(left.loc[common, metric], metric) - _scored(right.loc[common, metric], metric)
+    estimate = cluster_bootstrap(difference, left.loc[common, "cluster"], seed=seed, resamples=bootstrap)
+    notes = []
+    if estimate.n < len(common):
+        notes.append(f"{metric} undefined on {len(common) - estimate.n} of {len(common)} tile(s)")
+    if estimate.n and estimate.n_clusters < 2:
+        notes.append("one scene cluster: no interval")
+    return {"n": estimate.n, "n_clusters": estimate.n_clusters, "mean_diff": estimate.mean, "lo": estimate.lo,
+            "hi": estimate.hi, "note": "; ".join(notes)}
+
+
+def sar_edge_ceilings(per_tile: pd.DataFrame, *, seed: int = 0, bootstrap: int = 2000) -> dict[str, dict]:
+    """Per subset, the real optical's SAR-edge score: {mean, lo, hi} over its tiles (None where undefined)."""
+    tiles = per_tile.drop_duplicates("tile")
+    ceilings = {}
+    for subset in SUBSETS:
+        rows = subset_rows(tiles, subset)
+        estimate = cluster_bootstrap(rows["sar_edge_reference"], rows["cluster"], seed=seed, resamples=bootstrap)
+        ceilings[subset] = {"mean": estimate.mean, "lo": estimate.lo, "hi": estimate.hi}
+    return ceilings
+
+
 def load_results(directory: str | Path = DEFAULT_OUT_DIR) -> AblationResult:
-    """Read the files ``run_ablation`` wrote into ``directory``."""
+    """Read the files ``run_ablation`` wrote into ``directory`` (``paired.csv`` may be absent: older results)."""
     directory = Path(directory)
-    missing = [name for name in RESULT_FILES if not (directory / name).is_file()]
+    missing = [name for name in RESULT_FILES
+               if name not in OPTIONAL_RESULT_FILES and not (directory / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{directory}: no ablation results (missing {', '.join(missing)}); "
                                 f"run python -m eval --data DIR --out {directory}")
     summary = pd.read_csv(directory / "summary.csv")
     summary["note"] = summary["note"].fillna("")
     per_tile = pd.read_csv(directory / "per_tile.csv", dtype={"tile": str})
+    paired = _empty_paired()
+    if (directory / "paired.csv").is_file():
+        paired = pd.read_csv(directory / "paired.csv")
+        paired["note"] = paired["note"].fillna("")
     meta = json.loads((directory / "meta.json").read_text())
-    return AblationResult(summary=summary, per_tile=per_tile, meta=meta)
+    return AblationResult(summary=summary, per_tile=per_tile, meta=meta, paired=paired)

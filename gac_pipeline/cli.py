@@ -12,6 +12,10 @@ from gac_pipeline.bands import S2L2A_BANDS
 # Scoring reads the three outputs back into memory; beyond this the scene is written but not scored.
 MAX_SCORED_PIXELS = 2048 * 2048
 
+# metrics.json layout: 2 added structure_r, edge_r, sharpness, sharpness_vs_training (+ _reason) per
+# stage and training_gradient_energy, reference_sharpness_vs_training at the top level.
+METRICS_SCHEMA_VERSION = 2
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gac_pipeline",
@@ -51,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 def translate(args: argparse.Namespace) -> dict:
     from gac_pipeline.data import biome_index
     from gac_pipeline.io import SarSource, check_same_grid, read_s1, read_s2
-    from gac_pipeline.metrics import compute_metrics, sar_edge_agreement, to_json_safe
+    from gac_pipeline.metrics import compute_metrics, sar_edge_agreement, sharpness, to_json_safe
     from gac_pipeline.presets import load_preset
+    from gac_pipeline.references import training_gradient_energy_for_preset
 
     if args.biome is not None:
         biome_index(args.biome)  # fail fast with the list of valid names
@@ -68,10 +73,14 @@ def translate(args: argparse.Namespace) -> dict:
     result = pipeline.translate_file(args.s1, args.out, units=args.sar_units, month=args.month,
                                      biome=args.biome, seed=args.seed, stages=stages,
                                      progress=not args.no_progress)
-    report = {"pipeline": pipeline.label, "trained": pipeline.config.trained, "input": str(args.s1),
+    # The training tiles' median sharpness, stored with the preset's references (if any).
+    train_energy, train_energy_reason = training_gradient_energy_for_preset(args.preset)
+    report = {"schema_version": METRICS_SCHEMA_VERSION, "pipeline": pipeline.label,
+              "trained": pipeline.config.trained, "input": str(args.s1),
               "reference": str(args.reference) if args.reference else None, "month": result["month"],
               "biome": args.biome, "seed": args.seed, "bands": list(S2L2A_BANDS),
-              "notes": result["notes"], "timings_s": result["timings_s"], "stages": {}}
+              "notes": result["notes"], "timings_s": result["timings_s"],
+              "training_gradient_energy": train_energy, "stages": {}}
     if sar is None:
         report["notes"].append(f"metrics n/a: scenes over {MAX_SCORED_PIXELS} pixels are written but not scored")
     for index, (name, path) in enumerate(result["paths"].items(), start=1):
@@ -79,10 +88,15 @@ def translate(args: argparse.Namespace) -> dict:
         if sar is not None:
             entry.update(compute_metrics(_read_back(path), sar.data,
                                          None if reference is None else reference.data,
-                                         valid_mask=sar.valid_mask))
+                                         valid_mask=sar.valid_mask, training_gradient_energy=train_energy))
+            if train_energy_reason is not None:
+                entry["sharpness_vs_training_reason"] = train_energy_reason
         report["stages"][name] = entry
     if reference is not None and sar is not None:
         report["reference_sar_edge"] = sar_edge_agreement(reference.data, sar.data)  # the ceiling
+        # What a real tile scores against the training median (None without one).
+        report["reference_sharpness_vs_training"] = (None if train_energy is None
+                                                     else sharpness(reference.data, train_energy))
     report = to_json_safe(report)
     (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

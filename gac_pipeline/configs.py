@@ -89,6 +89,10 @@ class Stage2Config(_JsonConfig):
     head_width: int = 32
     head_blocks: int = 2
     cond_dim: int = 16
+    # Month (1..12) and biome indices the embeddings were trained on; others map to 0, "unknown"
+    # (trained through conditioning dropout). None: not recorded (older checkpoints), no mapping.
+    seen_months: list[int] | None = None
+    seen_biomes: list[int] | None = None
     load_in_8bit: bool = False
     standardization: Standardization = field(default_factory=Standardization)
     trained: bool = False

@@ -1,4 +1,5 @@
-"""Scores for generated Sentinel-2 L2A tiles: PSNR, SSIM, SAM, LPIPS and SAR-edge agreement.
+"""Scores for generated Sentinel-2 L2A tiles: PSNR, SSIM, SAM, LPIPS, SAR-edge agreement and
+luminance structure, edge and sharpness scores.
 
 Conventions (also in the README, *Metrics*):
 
@@ -347,6 +348,7 @@ def compute_metrics(
     *,
     valid_mask: ArrayLike | None = None,
     with_lpips: bool = True,
+    training_gradient_energy: float | None = None,
 ) -> dict[str, Any]:
     """All scores for one predicted tile.
 
@@ -355,16 +357,23 @@ def compute_metrics(
         s1_db: The input SAR tile, VV and VH in dB, ``(2, H, W)``.
         target_dn: Real S2L2A DN, ``(12, H, W)``, or None when there is no ground truth.
         valid_mask: Optional ``(H, W)`` bool array; PSNR and SAM ignore False pixels, SSIM,
-            LPIPS and the SAR-edge score use the full image.
+            LPIPS, the SAR-edge score and the luminance scores (structure, edges, sharpness)
+            use the full image.
         with_lpips: Whether to try LPIPS (it builds AlexNet on the first call).
+        training_gradient_energy: The training tiles' median :func:`gradient_energy`
+            (``References.training_gradient_energy``), or None when the preset stores none.
 
     Returns:
         A dict with always the same keys:
         ``psnr``, ``ssim``, ``sam_deg`` (4 bands B02, B03, B04, B08), ``lpips``,
-        ``lpips_reason`` (why ``lpips`` is None, else None), ``sar_edge`` (always computed)
-        and ``psnr_12``, ``ssim_12``, ``sam_deg_12`` (all 12 bands). Target-based scores are
-        None without a target. Values are floats (possibly inf/nan) or None: pass the dict
-        through ``to_json_safe`` before ``json.dumps``.
+        ``lpips_reason`` (why ``lpips`` is None, else None), ``sar_edge`` (always computed),
+        ``psnr_12``, ``ssim_12``, ``sam_deg_12`` (all 12 bands), ``structure_r``
+        (:func:`structure_r`), ``edge_r`` (:func:`edge_r`), ``sharpness`` (:func:`sharpness`
+        against the target tile), ``sharpness_vs_training`` (the prediction's gradient
+        energy over ``training_gradient_energy``) and ``sharpness_vs_training_reason`` (why
+        ``sharpness_vs_training`` is None, else None). Target-based scores are None without a
+        target; ``sharpness_vs_training`` does not need one. Values are floats (possibly
+        inf/nan) or None: pass the dict through ``to_json_safe`` before ``json.dumps``.
     """
     metrics: dict[str, Any] = {
         "psnr": None,
@@ -376,10 +385,22 @@ def compute_metrics(
         "psnr_12": None,
         "ssim_12": None,
         "sam_deg_12": None,
+        "structure_r": None,
+        "edge_r": None,
+        "sharpness": None,
+        "sharpness_vs_training": None,
+        "sharpness_vs_training_reason": None,
     }
+    if training_gradient_energy is None:
+        metrics["sharpness_vs_training_reason"] = "no training median stored with this preset"
+    else:
+        metrics["sharpness_vs_training"] = sharpness(pred_dn, float(training_gradient_energy))
     if target_dn is None:
         metrics["lpips_reason"] = "no target to compare with"
         return metrics
+    metrics["structure_r"] = structure_r(pred_dn, target_dn)
+    metrics["edge_r"] = edge_r(pred_dn, target_dn)
+    metrics["sharpness"] = sharpness(pred_dn, target_dn)
     for suffix, bands in (("", METRIC_BAND_INDICES), ("_12", None)):
         metrics[f"psnr{suffix}"] = psnr(pred_dn, target_dn, bands=bands, valid_mask=valid_mask)
         metrics[f"ssim{suffix}"] = ssim(pred_dn, target_dn, bands=bands)

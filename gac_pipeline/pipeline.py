@@ -100,7 +100,8 @@ class GACPipeline(nn.Module):
             else:
                 versions = tiled_apply_array(s1, run_tile, tile=tile, overlap=overlap, progress=progress)
         return PipelineOutput(**versions, ran={k: k in stages for k in ALL_STAGES}, timings_s=timings,
-                              notes=_skip_notes(stages) + self.unpinned_notes())
+                              notes=_skip_notes(stages) + self._conditioning_notes(month, biome, stages)
+                              + self.unpinned_notes())
 
     @contextmanager
     def _generate_timesteps(self, timesteps: int | None) -> Iterator[None]:
@@ -122,6 +123,11 @@ class GACPipeline(nn.Module):
         finally:
             for stage, value in zip(generators, saved, strict=True):
                 stage.config.timesteps = value
+
+    def _conditioning_notes(self, month, biome, stages) -> list[str]:
+        if "2" not in stages:
+            return []
+        return self.stage2.conditioning_notes(month, biome if isinstance(biome, int) else biome_index(biome))
 
     def _tile_runner(self, month, biome, seed, stages, timings):
         """A function (2, h, w) -> {"opt_v1", "opt_v2", "opt_v3"}, run on one window."""
@@ -195,7 +201,8 @@ class GACPipeline(nn.Module):
             finally:
                 for writer in writers.values():
                     writer.close()
-            notes = list(source.notes) + _skip_notes(stages) + self.unpinned_notes()
+            notes = (list(source.notes) + _skip_notes(stages) + self._conditioning_notes(month, biome, stages)
+                     + self.unpinned_notes())
         return {"paths": paths, "month": month, "notes": notes, "timings_s": timings}
 
     # ---------------------------------------------------------------------- save / load

@@ -3,8 +3,11 @@
 A pipeline folder may hold ``references/``:
 
 - ``references.json``: the training-split per-band mean (``mean_baseline``), a per-pixel
-  least-squares map from [VV, VH, VV-VH, 1] dB to the 12 bands (``linear_baseline``), where
-  they came from, and the SHA-256 of every control file;
+  least-squares map from [VV, VH, VV-VH, 1] dB to the 12 bands (``linear_baseline``), the
+  median luminance gradient energy of the training S2 tiles (``training_gradient_energy``,
+  what ``sharpness`` compares a prediction with when there is no reference tile; absent in
+  files written before it existed), where they came from, and the SHA-256 of every control
+  file;
 - ``control/`` (optional): the :class:`UNetControl` (``unet_control``) as config + safetensors.
 
 Keeping them with the preset means every evaluation of that preset compares against the
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +28,7 @@ import torch
 from gac_pipeline import hub
 from gac_pipeline.bands import S2L2A_BANDS
 from gac_pipeline.control import UNetControl
+from gac_pipeline.metrics import gradient_energy
 from gac_pipeline.presets import preset_location
 from gac_pipeline.stages.base import CONFIG_FILE, FULL_WEIGHTS, CheckpointError
 from gac_pipeline.tiling import crop_pads, pad_to_multiple
@@ -61,6 +66,8 @@ class References:
     source: str  # e.g. "data/bigearthnet train split, 18 clear_land tiles"
     train_tiles: int
     control: UNetControl | None = None
+    # Median over the training S2 tiles of metrics.gradient_energy; None when unknown (older files).
+    training_gradient_energy: float | None = None
 
     @classmethod
     def fit(cls, s1_db, s2_dn, *, source: str) -> References:
@@ -69,6 +76,10 @@ class References:
         Non-finite pixels are left out. VV-VH is collinear with VV and VH, so the system is
         rank deficient by design; ``lstsq`` returns the minimum-norm solution, whose
         predictions are the same as any other least-squares solution's.
+
+        Also stores ``training_gradient_energy``: the median of
+        :func:`gac_pipeline.metrics.gradient_energy` over the S2 tiles, leaving out tiles
+        where it is not finite (a NaN pixel); None when no tile gives a finite value.
         """
         s1 = _as_numpy(s1_db, "s1_db", 2)
         s2 = _as_numpy(s2_dn, "s2_dn", len(S2L2A_BANDS))
@@ -80,7 +91,8 @@ class References:
         if not valid.any():
             raise ValueError("no pixel has finite SAR and optical values to fit on")
         linear, *_ = np.linalg.lstsq(features[valid], targets[valid], rcond=None)
-        return cls(mean_dn=targets[valid].mean(axis=0), linear=linear, source=source, train_tiles=int(s1.shape[0]))
+        return cls(mean_dn=targets[valid].mean(axis=0), linear=linear, source=source, train_tiles=int(s1.shape[0]),
+                   training_gradient_energy=median_gradient_energy(s2))
 
     def available(self) -> dict[str, str | None]:
         """Variant -> None when it can run, else the reason it cannot."""
@@ -122,6 +134,7 @@ class References:
             "bands": list(S2L2A_BANDS),
             "source": self.source,
             "train_tiles": int(self.train_tiles),
+            "training_gradient_energy": _optional_float(self.training_gradient_energy),
             "files": {path.relative_to(root).as_posix(): hub.sha256(path) for path in written},
         }
         (root / REFERENCES_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n")
@@ -144,6 +157,8 @@ class References:
             mean_dn = np.asarray(record["mean_dn"], dtype=np.float64)
             linear = np.asarray(record["linear"], dtype=np.float64)
             source, train_tiles, files = str(record["source"]), int(record["train_tiles"]), dict(record["files"])
+            # Absent from files written before it existed: None, and sharpness says so.
+            training_gradient_energy = _optional_float(record.get("training_gradient_energy"))
         except (ValueError, KeyError, TypeError) as error:
             raise CheckpointError(f"{path}: unreadable ({type(error).__name__}: {error})") from None
         shapes = {"mean_dn": (mean_dn.shape, (len(S2L2A_BANDS),)),
@@ -162,10 +177,53 @@ class References:
             if unlisted:
                 raise hub.CheckpointSafetyError(f"{root}: {', '.join(unlisted)} not listed in {REFERENCES_FILE}")
             control = UNetControl.load(hub.inside(root, CONTROL_DIR))
-        return cls(mean_dn=mean_dn, linear=linear, source=source, train_tiles=train_tiles, control=control)
+        return cls(mean_dn=mean_dn, linear=linear, source=source, train_tiles=train_tiles, control=control,
+                   training_gradient_energy=training_gradient_energy)
+
+
+def median_gradient_energy(s2_dn) -> float | None:
+    """Median of ``gradient_energy`` over (N, 12, H, W) DN tiles; tiles with a non-finite value are left out."""
+    s2 = _as_numpy(s2_dn, "s2_dn", len(S2L2A_BANDS))
+    with warnings.catch_warnings():  # a NaN pixel or a tile too small for an interior gives nan
+        warnings.simplefilter("ignore", RuntimeWarning)
+        energies = np.array([gradient_energy(tile) for tile in s2], dtype=np.float64)
+    finite = energies[np.isfinite(energies)]
+    return float(np.median(finite)) if finite.size else None
+
+
+def _optional_float(value) -> float | None:
+    """None stays None; anything else must be a finite number (bool is not one)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"training_gradient_energy must be a number or null, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"training_gradient_energy must be finite, got {value}")
+    return value
 
 
 def load_for_preset(preset: str) -> References | None:
     """The references stored with a preset name, folder or ``repo@revision`` (None if it has none)."""
     location, revision = preset_location(preset)
     return References.load(hub.resolve_checkpoint(location, revision))
+
+
+def training_gradient_energy_for_preset(preset: str) -> tuple[float | None, str | None]:
+    """The training tiles' median gradient energy stored with a preset, for ``sharpness_vs_training``.
+
+    Returns:
+        ``(value, None)``, or ``(None, reason)`` when the preset has no references, its
+        ``references.json`` predates the field, or the references cannot be loaded. Never raises
+        for a broken references folder: the translation does not need it, only this score.
+    """
+    try:
+        references = load_for_preset(preset)
+    except (RuntimeError, ValueError, OSError) as error:  # CheckpointError/-SafetyError are RuntimeErrors
+        first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
+        return None, f"this preset's references could not be loaded: {first_line}"
+    if references is None:
+        return None, "no training median stored with this preset: it has no references"
+    if references.training_gradient_energy is None:
+        return None, f"no training median stored with this preset: its {REFERENCES_FILE} predates it"
+    return references.training_gradient_energy, None

@@ -1,6 +1,7 @@
 """The Gradio app: handlers as plain functions, then the real server driven by gradio_client."""
 
 import importlib.util
+import json
 import socket
 import time
 from pathlib import Path
@@ -68,9 +69,20 @@ def test_translate_with_reference_scores_every_stage_and_baseline(with_reference
         for column in ("PSNR (dB)", "SSIM", "SAM (deg)"):
             assert isinstance(row[column], float), (name, column, row[column])
         assert str(row["LPIPS"]).startswith("n/a (") or isinstance(row["LPIPS"], float)
-    assert isinstance(_row(table, handlers.REFERENCE_ROW)["SAR-edge"], float)
-    # The baseline is a constant image: no edges, so its SAR-edge score is undefined, not made up.
-    assert str(_row(table, handlers.BASELINE_ROW)["SAR-edge"]).startswith("n/a")
+        for column in ("structure r", "edge r", "sharpness (vs reference)"):
+            assert isinstance(row[column], float), (name, column, row[column])
+        # The tiny preset stores no references: no training median, and the cell says why.
+        assert row["sharpness (vs train median)"].startswith("n/a (no training median"), row
+    reference_row = _row(table, handlers.REFERENCE_ROW)
+    assert isinstance(reference_row["SAR-edge"], float)
+    # Against itself the reference is the ceiling of the luminance scores.
+    assert reference_row["structure r"] == reference_row["edge r"] == reference_row["sharpness (vs reference)"] == 1.0
+    assert reference_row["sharpness (vs train median)"].startswith("n/a (no training median")
+    # The baseline is a constant image: no edges, so its SAR-edge score is undefined, not made up,
+    # and it draws nothing, so it has no structure, edge agreement or texture.
+    baseline = _row(table, handlers.BASELINE_ROW)
+    assert str(baseline["SAR-edge"]).startswith("n/a")
+    assert baseline["structure r"] == baseline["edge r"] == baseline["sharpness (vs reference)"] == 0.0
     assert with_reference["month"] == real_pair.month  # month 0 = taken from the file
     assert "UNTRAINED" in with_reference["label"]
     assert "UNTRAINED" in handlers.summary_markdown(with_reference)
@@ -94,7 +106,40 @@ def test_translate_without_reference_says_na(real_pair, tiny_preset, tmp_path):
     for name in STAGES:
         row = _row(table, name)
         assert row["PSNR (dB)"] == row["SSIM"] == row["LPIPS"] == "n/a (no reference)"
+        assert row["structure r"] == row["edge r"] == row["sharpness (vs reference)"] == "n/a (no reference)"
         assert isinstance(row["SAR-edge"], float)  # reference-free, always scored
+        assert row["sharpness (vs train median)"].startswith("n/a (no training median")
+
+
+def test_sharpness_against_the_presets_training_median(real_pair, saved_tiny_pipeline, tmp_path):
+    import shutil
+
+    from gac_pipeline.io import read_s1, read_s2
+    from gac_pipeline.metrics import gradient_energy
+    from gac_pipeline.references import References
+
+    preset = tmp_path / "preset"
+    shutil.copytree(saved_tiny_pipeline, preset)
+    s2 = read_s2(real_pair.s2_path).data
+    References.fit(read_s1(real_pair.s1_path).data[None], s2[None], source="the test pair").save(preset)
+    median = gradient_energy(s2)  # one training tile: its own energy
+
+    result = handlers.translate(real_pair.s1_path, None, str(preset), out_dir=tmp_path / "no_ref")
+    table = result["table"]
+    for name in STAGES:
+        cell = _row(table, name)["sharpness (vs train median)"]
+        assert isinstance(cell, float) and cell > 0, (name, cell)
+    assert _row(table, handlers.BASELINE_ROW)["sharpness (vs train median)"] == 0.0
+    scores = json.loads((tmp_path / "no_ref" / "metrics.json").read_text())
+    assert scores["training_gradient_energy"] == pytest.approx(median)
+    assert scores["scores"]["opt_v3"]["sharpness_vs_training_reason"] is None
+    # Three significant digits, so an untrained stage's tiny ratio is not shown as the flat image's 0.
+    assert float(f"{scores['scores']['opt_v3']['sharpness_vs_training']:.3g}") == _row(table, "opt_v3")[
+        "sharpness (vs train median)"]
+
+    with_ref = handlers.translate(real_pair.s1_path, real_pair.s2_path, str(preset), out_dir=tmp_path / "ref")
+    reference_row = _row(with_ref["table"], handlers.REFERENCE_ROW)
+    assert reference_row["sharpness (vs train median)"] == 1.0  # the reference is the training tile
 
 
 def test_composites_use_one_fixed_stretch(with_reference, real_pair, tiny_preset, tmp_path):
@@ -306,7 +351,7 @@ def test_server_translates_and_recovers_from_bad_file(client, real_pair, tiny_pr
     outputs = _call(client, real_pair.s1_path, real_pair.s2_path)
     sar, v1, v2, v3, reference, slider, table, summary, files = outputs[:9]
     assert all(image is not None for image in (sar, v1, v2, v3, reference, slider))
-    assert table["headers"][0] == "image" and len(table["data"]) == 5
+    assert table["headers"] == list(handlers.TABLE_COLUMNS) and len(table["data"]) == 5
     assert isinstance(table["data"][0][1], float)  # PSNR of opt_v1
     assert "GAC-mini" in summary and "trained from random init" in summary
     assert len(files) == 4

@@ -1,14 +1,19 @@
 """The command line end to end on a real bundled tile, through a saved-and-reloaded pipeline."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 
 from gac_pipeline.cli import main
+from gac_pipeline.io import read_s1, read_s2
+from gac_pipeline.metrics import gradient_energy
+from gac_pipeline.references import References
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,7 +36,12 @@ def test_translate_real_tile_with_reference(saved_tiny_pipeline, real_pair, tmp_
         assert entry["ran"] and isinstance(entry["psnr"], float) and isinstance(entry["ssim"], float)
         assert entry["lpips"] is None or isinstance(entry["lpips"], float)
         assert entry["lpips"] is not None or entry["lpips_reason"]
+        assert all(isinstance(entry[key], float) for key in ("structure_r", "edge_r", "sharpness"))
+        # This preset stores no references, so no training median: null and why.
+        assert entry["sharpness_vs_training"] is None and "no references" in entry["sharpness_vs_training_reason"]
     assert -1 <= report["reference_sar_edge"] <= 1
+    assert report["schema_version"] == 2 and report["training_gradient_energy"] is None
+    assert report["reference_sharpness_vs_training"] is None
 
 
 def test_translate_without_reference_reports_reference_free_scores(saved_tiny_pipeline, real_pair, tmp_path):
@@ -40,6 +50,32 @@ def test_translate_without_reference_reports_reference_free_scores(saved_tiny_pi
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert report["stages"]["opt_v2"]["ran"] is False
     assert report["stages"]["opt_v1"]["psnr"] is None and "sar_edge" in report["stages"]["opt_v1"]
+    for key in ("structure_r", "edge_r", "sharpness", "sharpness_vs_training"):
+        assert report["stages"]["opt_v1"][key] is None
+    assert report["stages"]["opt_v1"]["sharpness_vs_training_reason"]
+
+
+def test_translate_uses_the_presets_training_median(saved_tiny_pipeline, real_pair, tmp_path):
+    preset = tmp_path / "preset"
+    shutil.copytree(saved_tiny_pipeline, preset)
+    s1, s2 = read_s1(real_pair.s1_path).data, read_s2(real_pair.s2_path).data
+    references = References.fit(s1[None], s2[None], source="the test pair itself")
+    references.save(preset)
+    assert references.training_gradient_energy == pytest.approx(gradient_energy(s2), rel=1e-12)  # one tile: its own energy
+
+    out = tmp_path / "out"
+    assert main(["translate", str(real_pair.s1_path), "--out", str(out), "--preset", str(preset),
+                 "--reference", str(real_pair.s2_path), "--no-progress"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["training_gradient_energy"] == pytest.approx(references.training_gradient_energy, rel=1e-12)
+    assert report["reference_sharpness_vs_training"] == pytest.approx(1.0, rel=1e-12)  # the reference is the training tile
+    for name, entry in report["stages"].items():
+        with rasterio.open(out / f"{name}.tif") as dataset:
+            written = np.nan_to_num(dataset.read().astype(np.float32))
+        expected = gradient_energy(written) / references.training_gradient_energy
+        assert entry["sharpness_vs_training"] == pytest.approx(expected, rel=1e-9) and entry["sharpness_vs_training_reason"] is None
+        # Against the reference: the same tile here, so the same ratio.
+        assert entry["sharpness"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_module_entry_point_help():

@@ -7,17 +7,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from gac_pipeline import metrics
 from gac_pipeline.bands import METRIC_BAND_INDICES, S2L2A_BANDS
 from gac_pipeline.metrics import (
     compute_metrics,
+    edge_r,
+    gradient_energy,
     lpips_available,
     lpips_score,
     psnr,
     sam_deg,
     sar_edge_agreement,
+    sharpness,
     ssim,
+    structure_r,
     to_json_safe,
 )
 
@@ -249,12 +254,91 @@ def test_real_tile_metrics():
     assert result["psnr"] == math.inf and result["sam_deg"] == 0.0
     assert result["ssim"] == pytest.approx(1.0, abs=1e-6)
     assert result["sar_edge"] == ceiling
+    assert result["structure_r"] == pytest.approx(1.0) and result["edge_r"] == pytest.approx(1.0)
+    assert result["sharpness"] == pytest.approx(1.0)
 
     # The per-band mean image: a weak but real baseline (about 21-24 dB, SSIM ~0.6-0.7 on these tiles).
     mean_image = np.broadcast_to(s2.mean(axis=(1, 2), keepdims=True), s2.shape)
     baseline = compute_metrics(mean_image, s1, s2, with_lpips=False)
     assert 15.0 < baseline["psnr"] < 35.0 and 0.0 < baseline["ssim"] < 1.0
     assert math.isnan(baseline["sar_edge"])  # a flat image has no edges
+    # ... and draws nothing: no structure, no edges, no texture (0, not nan: the reference has them).
+    assert baseline["structure_r"] == baseline["edge_r"] == baseline["sharpness"] == 0.0
+
+
+# --- structure, edges, sharpness ----------------------------------------------------------
+
+
+def textured_dn(seed: int = 0, size: int = 64) -> np.ndarray:
+    """A smooth random scene (blobs of ~6 px) with band-dependent brightness, DN 300..3300."""
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma=3.0, mode="reflect")
+    field = (field - field.min()) / np.ptp(field)
+    gains = np.linspace(0.6, 1.0, 12)[:, None, None]
+    return 300.0 + 3000.0 * gains * field[None]
+
+
+def test_flat_prediction_scores_zero():
+    scene = textured_dn()
+    flat = np.full_like(scene, 1200.0)  # even with a plausible colour
+    assert structure_r(flat, scene) == 0.0
+    assert edge_r(flat, scene) == 0.0
+    assert sharpness(flat, scene) == 0.0
+    assert gradient_energy(flat) == 0.0
+
+
+def test_identical_scores_one():
+    scene = textured_dn()
+    assert structure_r(scene, scene) == pytest.approx(1.0, abs=1e-12)
+    assert edge_r(scene, scene) == pytest.approx(1.0, abs=1e-12)
+    assert sharpness(scene, scene) == pytest.approx(1.0, abs=1e-12)
+    assert gradient_energy(scene) > 0
+
+
+def test_structure_is_brightness_blind_but_sign_aware():
+    scene = textured_dn()
+    assert structure_r(0.5 * scene + 400.0, scene) == pytest.approx(1.0, abs=1e-9)
+    inverted = 3600.0 - scene  # bright where the reference is dark
+    assert structure_r(inverted, scene) == pytest.approx(-1.0, abs=1e-9)
+    other_scene = textured_dn(seed=5)
+    assert abs(structure_r(other_scene, scene)) < 0.5
+
+
+def test_blurred_copy_is_less_sharp_but_keeps_structure():
+    scene = textured_dn()
+    blurred = ndimage.gaussian_filter(scene, sigma=(0, 2.0, 2.0), mode="reflect")  # spatial blur only
+    assert sharpness(blurred, scene) < 0.7
+    assert structure_r(blurred, scene) > 0.8
+    assert 0.0 < edge_r(blurred, scene) <= 1.0
+
+
+def test_noisy_copy_is_sharper_than_the_reference():
+    scene = textured_dn()
+    noise = np.random.default_rng(1).normal(0.0, 300.0, size=scene.shape[1:])
+    noisy = scene + noise[None]  # invented texture in every band
+    assert sharpness(noisy, scene) > 1.5
+    assert structure_r(noisy, scene) > 0.5  # the scene is still there under the noise
+
+
+def test_flat_reference_is_undefined():
+    scene = textured_dn()
+    flat = np.full_like(scene, 900.0)
+    assert math.isnan(structure_r(scene, flat))
+    assert math.isnan(edge_r(scene, flat))
+    assert math.isnan(sharpness(scene, flat))
+    assert math.isnan(structure_r(flat, flat))  # nothing to draw, whatever the prediction
+    assert math.isnan(sharpness(scene, 0.0))  # a reference energy of 0 too
+
+
+def test_sharpness_against_a_number_is_the_ratio_of_gradient_energies():
+    scene = textured_dn()
+    pred = ndimage.gaussian_filter(scene, sigma=(0, 1.0, 1.0), mode="reflect")
+    reference_energy = gradient_energy(scene)
+    expected = gradient_energy(pred) / reference_energy
+    assert sharpness(pred, reference_energy) == pytest.approx(expected, rel=1e-12)
+    assert sharpness(pred, scene) == pytest.approx(expected, rel=1e-12)
+    assert sharpness(pred, np.float32(reference_energy)) == pytest.approx(expected, rel=1e-6)
+    assert sharpness(pred, reference_energy / 3) == pytest.approx(3 * expected, rel=1e-12)
 
 
 # --- LPIPS --------------------------------------------------------------------------------
@@ -307,15 +391,30 @@ def test_lpips_real_weights():
 
 # --- compute_metrics and JSON -------------------------------------------------------------
 
-TARGET_KEYS = {"psnr", "ssim", "sam_deg", "lpips", "psnr_12", "ssim_12", "sam_deg_12"}
+TARGET_KEYS = {"psnr", "ssim", "sam_deg", "lpips", "psnr_12", "ssim_12", "sam_deg_12",
+               "structure_r", "edge_r", "sharpness"}
+ALWAYS_KEYS = {"lpips_reason", "sar_edge", "sharpness_vs_training", "sharpness_vs_training_reason"}
 
 
 def test_compute_metrics_without_target():
     optical, s1 = step_pair(("col", 20), ("col", 20))
     result = compute_metrics(optical, s1)
-    assert set(result) == TARGET_KEYS | {"lpips_reason", "sar_edge"}
+    assert set(result) == TARGET_KEYS | ALWAYS_KEYS
     assert all(result[key] is None for key in TARGET_KEYS)
     assert result["sar_edge"] > 0.8 and isinstance(result["lpips_reason"], str)
+    # No training median passed: no number, and a reason that says so.
+    assert result["sharpness_vs_training"] is None
+    assert result["sharpness_vs_training_reason"] == "no training median stored with this preset"
+
+
+def test_compute_metrics_without_target_with_training_median():
+    optical, s1 = step_pair(("col", 20), ("col", 20))
+    energy = gradient_energy(optical)
+    result = compute_metrics(optical, s1, training_gradient_energy=energy / 4)
+    assert set(result) == TARGET_KEYS | ALWAYS_KEYS
+    assert all(result[key] is None for key in TARGET_KEYS)  # still no target-based scores
+    assert result["sharpness_vs_training"] == pytest.approx(4.0)
+    assert result["sharpness_vs_training_reason"] is None
 
 
 def test_compute_metrics_with_target():
@@ -323,11 +422,22 @@ def test_compute_metrics_with_target():
     pred = optical + 100
     pred[B01] += 400
     result = compute_metrics(pred, s1, optical, with_lpips=False)
-    assert set(result) == TARGET_KEYS | {"lpips_reason", "sar_edge"}
+    assert set(result) == TARGET_KEYS | ALWAYS_KEYS
     assert result["psnr"] == pytest.approx(40.0)
     assert result["psnr_12"] < result["psnr"]
     assert all(isinstance(result[key], float) for key in TARGET_KEYS - {"lpips"})
     assert result["lpips"] is None and result["lpips_reason"] == "LPIPS not requested"
+    # A brightness offset changes no structure, edge or texture.
+    assert result["structure_r"] == pytest.approx(1.0) and result["edge_r"] == pytest.approx(1.0)
+    assert result["sharpness"] == pytest.approx(1.0)
+    assert result["sharpness_vs_training"] is None and result["sharpness_vs_training_reason"]
+
+    with_median = compute_metrics(pred, s1, optical, with_lpips=False,
+                                  training_gradient_energy=2 * gradient_energy(optical))
+    assert set(with_median) == TARGET_KEYS | ALWAYS_KEYS
+    assert with_median["sharpness_vs_training"] == pytest.approx(0.5)
+    assert with_median["sharpness_vs_training_reason"] is None
+    assert with_median["sharpness"] == pytest.approx(1.0)  # against the target, not the median
 
 
 def test_to_json_safe():

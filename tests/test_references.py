@@ -8,7 +8,14 @@ import torch
 
 from gac_pipeline.control import ControlConfig, UNetControl
 from gac_pipeline.hub import CheckpointSafetyError
-from gac_pipeline.references import REFERENCES_DIR, References, load_for_preset
+from gac_pipeline.metrics import gradient_energy
+from gac_pipeline.references import (
+    REFERENCES_DIR,
+    References,
+    load_for_preset,
+    median_gradient_energy,
+    training_gradient_energy_for_preset,
+)
 from gac_pipeline.stages.base import CheckpointError
 
 
@@ -43,6 +50,83 @@ def test_fit_recovers_linear_relation_and_band_means():
     assert mean_image.shape == (2, 12, 12, 12) and mean_image.dtype == np.float32
     np.testing.assert_allclose(mean_image[1, :, 5, 7], clean.mean_dn, rtol=1e-6)
     assert clean.train_tiles == 3 and clean.linear.shape == (4, 12)
+
+
+def test_fit_stores_the_median_training_gradient_energy():
+    s1, s2 = linear_world(tiles=3)
+    s2 = s2.copy()
+    s2[1] *= 2.0  # three tiles of clearly different texture: the median is the middle one
+    s2[2] *= 0.25
+    energies = sorted(gradient_energy(tile) for tile in s2)
+    assert energies[0] < energies[1] < energies[2]
+    refs = References.fit(s1, s2, source="synthetic")
+    assert refs.training_gradient_energy == pytest.approx(energies[1], rel=1e-12)
+    assert refs.training_gradient_energy != pytest.approx(float(np.mean(energies)), rel=1e-3)  # median, not mean
+    # A tile with a NaN pixel in a luminance band has no energy and is left out of the median.
+    s2[0, 2, 5, 5] = np.nan  # B03
+    expected = float(np.median([gradient_energy(s2[1]), gradient_energy(s2[2])]))
+    assert median_gradient_energy(s2) == pytest.approx(expected, rel=1e-12)
+    assert References.fit(s1, s2, source="synthetic").training_gradient_energy == pytest.approx(expected, rel=1e-12)
+    assert median_gradient_energy(np.full((2, 12, 8, 8), np.nan)) is None
+
+
+def test_training_gradient_energy_is_saved_and_reloaded(tmp_path):
+    s1, s2 = linear_world()
+    refs = References.fit(s1, s2, source="synthetic")
+    assert refs.training_gradient_energy is not None and refs.training_gradient_energy > 0
+    refs.save(tmp_path)
+    record = json.loads((tmp_path / REFERENCES_DIR / "references.json").read_text())
+    assert record["training_gradient_energy"] == refs.training_gradient_energy
+    loaded = References.load(tmp_path)
+    assert loaded.training_gradient_energy == refs.training_gradient_energy
+    assert training_gradient_energy_for_preset(str(tmp_path)) == (refs.training_gradient_energy, None)
+
+
+def test_old_references_without_the_median_still_load(tmp_path):
+    s1, s2 = linear_world()
+    refs = References.fit(s1, s2, source="synthetic")
+    refs.control = tiny_control()
+    refs.save(tmp_path)
+    record_path = tmp_path / REFERENCES_DIR / "references.json"
+    record = json.loads(record_path.read_text())
+    del record["training_gradient_energy"]  # as written before the field existed
+    record_path.write_text(json.dumps(record, indent=2, sort_keys=True))
+    loaded = References.load(tmp_path)
+    assert loaded.training_gradient_energy is None and loaded.control is not None  # hashes still check
+    np.testing.assert_array_equal(loaded.predict("linear_baseline", s1), refs.predict("linear_baseline", s1))
+    value, reason = training_gradient_energy_for_preset(str(tmp_path))
+    assert value is None and "predates" in reason
+    # Saving again writes the field (as null when unknown) and loads back the same.
+    loaded.save(tmp_path)
+    assert json.loads(record_path.read_text())["training_gradient_energy"] is None
+    assert References.load(tmp_path).training_gradient_energy is None
+
+
+def test_bad_training_gradient_energy_is_refused(tmp_path):
+    s1, s2 = linear_world()
+    References.fit(s1, s2, source="synthetic").save(tmp_path)
+    record_path = tmp_path / REFERENCES_DIR / "references.json"
+    record = json.loads(record_path.read_text())
+    for bad in ("12.5", [1.0], True):
+        record_path.write_text(json.dumps({**record, "training_gradient_energy": bad}))
+        with pytest.raises(CheckpointError, match="training_gradient_energy"):
+            References.load(tmp_path)
+    # ... but the translation does not need it: the preset helper turns that into a reason.
+    value, reason = training_gradient_energy_for_preset(str(tmp_path))
+    assert value is None and "could not be loaded" in reason
+
+
+def test_preset_without_references_has_no_training_median(tmp_path):
+    value, reason = training_gradient_energy_for_preset(str(tmp_path))
+    assert value is None and "no references" in reason
+
+
+def test_committed_mini_references_load():
+    from gac_pipeline.presets import PRESETS
+
+    refs = References.load(PRESETS["mini"])
+    assert refs is not None  # with or without the median (it is added when the preset is retrained)
+    assert refs.training_gradient_energy is None or refs.training_gradient_energy > 0
 
 
 def test_fit_rejects_mismatched_shapes():

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from gac_pipeline.data import PairDataset, list_pairs
@@ -119,6 +120,45 @@ def load_split(root: str | Path, split: str, *, clear_only: bool = True) -> Tile
     )
 
 
+def load_pool(root: str | Path, *, clear_only: bool = True) -> TileSet:
+    """Every pair training may read (train and validation splits), sorted by name.
+
+    Cross-validation deals these into folds grouped by scene (``training.cv``); the final fit
+    trains on all of them. The test split is never read.
+    """
+    train, validation = (load_split(root, split, clear_only=clear_only) for split in TRAINING_SPLITS)
+    both = TileSet(torch.cat([train.s1, validation.s1]), torch.cat([train.s2, validation.s2]),
+                   torch.cat([train.month, validation.month]), torch.cat([train.biome, validation.biome]),
+                   train.names + validation.names)
+    return both.subset(sorted(range(len(both)), key=lambda i: both.names[i]))
+
+
+def save_outputs(directory: str | Path, name: str, images: dict[str, torch.Tensor], manifest: dict) -> Path:
+    """Store per-tile model outputs (e.g. out-of-fold ``opt_v1``) for a later stage to train on.
+
+    Writes ``<directory>/<name>.safetensors`` (one (12, H, W) DN tensor per tile name) and
+    ``<directory>/<name>_manifest.json`` (which model produced each tile, and what was left out).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in images.items()}, directory / f"{name}.safetensors")
+    (directory / f"{name}_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return directory / f"{name}.safetensors"
+
+
+def attach(tiles: TileSet, directory: str | Path, name: str) -> TileSet:
+    """The tiles with stored outputs (:func:`save_outputs`) as the ``name`` extra; error if any is missing."""
+    path = Path(directory) / f"{name}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no stored {name} (written by training.train_mini's cross-validation "
+                                "or training.precompute_stage1)")
+    stored = load_file(path)
+    missing = [n for n in tiles.names if n not in stored]
+    if missing:
+        raise ValueError(f"{path}: no {name} for {len(missing)} tiles (e.g. {missing[0]})")
+    return tiles.with_extra(name, torch.stack([stored[n] for n in tiles.names]))
+
+
 def augment(tensors: list[torch.Tensor], crop: int | None, generator: torch.Generator) -> list[torch.Tensor]:
     """Apply the same random crop, rot90 and flip to every (C, H, W) tensor of one sample.
 
@@ -200,23 +240,16 @@ def score(pred_dn: torch.Tensor, target_dn: torch.Tensor, s1_db: torch.Tensor | 
         sar = s1_db.cpu().numpy()
         edges = np.array([sar_edge_agreement(p, s) for p, s in zip(pred, sar, strict=True)])
         real = np.array([sar_edge_agreement(t, s) for t, s in zip(target, sar, strict=True)])
-        scores["sar_edge"] = _finite_mean(edges)
-        scores["sar_edge_real"] = _finite_mean(real)
-        scores["sar_edge_gap"] = _finite_mean(np.abs(edges - real))
+        scores["sar_edge"] = finite_mean(edges)
+        scores["sar_edge_real"] = finite_mean(real)
+        scores["sar_edge_gap"] = finite_mean(np.abs(edges - real))
     return scores
 
 
-def _finite_mean(values: np.ndarray) -> float:
+def finite_mean(values: np.ndarray) -> float:
     """Mean over finite values; nan when there are none (e.g. constant images have no edges)."""
     finite = np.isfinite(values)
     return float(values[finite].mean()) if finite.any() else float("nan")
-
-
-def fold_members(count: int, folds: int, fold: int) -> list[int]:
-    """Indices of the tiles in ``fold`` when ``count`` tiles are dealt round-robin into ``folds``."""
-    if not 0 <= fold < folds:
-        raise ValueError(f"fold {fold} is not in 0..{folds - 1}")
-    return [i for i in range(count) if i % folds == fold]
 
 
 def describe(base: str, stage: str, summary: str) -> str:
@@ -226,12 +259,6 @@ def describe(base: str, stage: str, summary: str) -> str:
     """
     parts = [p for p in base.split(" | ") if p.startswith("stage ") and not p.startswith(f"stage {stage}:")]
     return " | ".join(sorted([*parts, f"stage {stage}: {summary}"]))
-
-
-def mean_image_baseline(train: TileSet, val: TileSet) -> dict[str, float]:
-    """Scores of a constant image equal to the per-band training mean: the floor to beat."""
-    mean = train.s2.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
-    return score(mean.expand_as(val.s2), val.s2)
 
 
 class CsvLogger:

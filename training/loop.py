@@ -49,6 +49,10 @@ def add_loop_arguments(parser: argparse.ArgumentParser, *, max_steps: int, lr: f
     parser.add_argument("--work-dir", type=Path, default=None, help="checkpoint + log (default <out>_train)")
     parser.add_argument("--config", type=Path, default=None, help="YAML: model config section and option defaults")
     parser.add_argument("--max-steps", type=int, default=max_steps)
+    parser.add_argument("--schedule-steps", type=int, default=None,
+                        help="lay the learning-rate schedule over this many steps (default --max-steps): "
+                             "a final fit that stops at the step cross-validation chose, on the schedule it was "
+                             "chosen on")
     parser.add_argument("--batch-size", type=int, default=batch_size, help="tiles per step and process")
     parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches accumulated per optimizer step")
     parser.add_argument("--lr", type=float, default=lr, help="peak learning rate")
@@ -68,7 +72,10 @@ def add_loop_arguments(parser: argparse.ArgumentParser, *, max_steps: int, lr: f
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (worth it on recent GPUs)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--all-tiles", action="store_true", help="also use tiles not marked clear_land")
-    parser.add_argument("--max-val-tiles", type=int, default=None, help="validate on the first N tiles (smoke runs)")
+    parser.add_argument("--folds", type=int, default=3, help="cross-validation folds, grouped by scene cluster")
+    parser.add_argument("--fold", type=int, default=None,
+                        help="a fold run: train without this fold (0-based) and record predictions for it every "
+                             "--eval-every steps (training.cv); without it, train on every training tile")
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None, section: str) -> argparse.Namespace:
@@ -90,10 +97,16 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None, s
     args.model_config = model_config
     if args.crop % 16:
         parser.error(f"--crop must be a multiple of 16 (TerraMind/Prithvi patches), got {args.crop}")
-    if args.grad_accum < 1 or args.max_steps < 1:
-        parser.error("--grad-accum and --max-steps must be at least 1")
+    if args.grad_accum < 1 or args.max_steps < 0:
+        parser.error("--grad-accum must be at least 1 and --max-steps at least 0")
+    if args.fold is not None and not 0 <= args.fold < args.folds:
+        parser.error(f"--fold must be in 0..{args.folds - 1}")
     if not 0.0 <= args.ema < 1.0:
         parser.error(f"--ema must be in [0, 1), got {args.ema}")
+    if args.schedule_steps is None:
+        args.schedule_steps = args.max_steps
+    if args.schedule_steps < args.max_steps:
+        parser.error(f"--schedule-steps {args.schedule_steps} is shorter than --max-steps {args.max_steps}")
     if args.work_dir is None:
         args.work_dir = args.out.parent / f"{args.out.name}_train"
     return args
@@ -163,19 +176,25 @@ class FitResult:
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
 
 
-def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet, evaluate: Callable[[], dict[str, float]],
-        select: Callable[[dict, dict], float], args: argparse.Namespace, run: Distributed,
-        desc: str) -> FitResult:
+def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet,
+        evaluate: Callable[[int], dict[str, float]] | None, args: argparse.Namespace, run: Distributed,
+        desc: str, select: Callable[[dict, dict], float] | None = None) -> FitResult:
     """Train ``model`` in place and leave the best weights (by ``select``) loaded.
+
+    Without ``evaluate`` (a final fit on every training tile, its step count chosen by
+    cross-validation beforehand) nothing is judged: training runs ``--max-steps`` and the weights
+    of the last step (their moving average with ``--ema``) are kept.
 
     Args:
         model: The module to train (on ``run.device``); only parameters with requires_grad train.
         loss_fn: ``loss_fn(forward_module, batch) -> scalar``; call ``forward_module`` (the DDP
             wrapper when distributed) for the forward pass so gradients are synchronised.
         tiles: Training tiles; batches come from :func:`common.sample_batch` and are moved to the device.
-        evaluate: Validation scores of ``model`` as it is now (called in eval mode, no grad, rank 0).
+        evaluate: ``evaluate(step)`` -> validation scores of ``model`` as it is now (called in
+            eval mode, no grad, rank 0, at step 0 and every ``--eval-every`` steps), or None.
         select: ``select(scores, start_scores)`` -> the number to maximise (e.g. PSNR); ``-inf``
-            disqualifies. ``start_scores`` are those of the starting weights.
+            disqualifies. ``start_scores`` are those of the starting weights. None: the last
+            evaluated weights win (cross-validation chooses the step count, not the loop).
         args: Options from :func:`add_loop_arguments`.
         run: From :func:`setup_distributed`.
         desc: Progress-bar label.
@@ -184,8 +203,8 @@ def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet, evaluate: C
     if not parameters:
         raise ValueError(f"{desc}: nothing to train (no parameter requires grad)")
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=args.weight_decay)
-    warmup_steps = int(args.warmup * args.max_steps)
-    scheduler = warmup_cosine(optimizer, args.max_steps, warmup_steps)
+    warmup_steps = int(args.warmup * args.schedule_steps)
+    scheduler = warmup_cosine(optimizer, args.schedule_steps, warmup_steps)
     forward_module = model
     if run.world_size > 1:
         # Unused parameters exist (e.g. TerraMind's embeddings of modalities not fed in).
@@ -203,8 +222,8 @@ def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet, evaluate: C
             log_path.unlink()  # a fresh run must not append to an old run's log
         logger = common.CsvLogger(log_path, ["step", "train_loss", "score", *LOGGED_SCORES, "lr", "elapsed_s"])
         if not args.resume:
-            state.start_scores = state.best_scores = _evaluate(model, evaluate)
-            state.best = select(state.best_scores, state.start_scores)
+            state.start_scores = state.best_scores = _evaluate(model, evaluate, 0)
+            state.best = select(state.best_scores, state.start_scores) if select else float("-inf")
             state.best_state = common.trainable_state(model)
             state.ema_state = common.trainable_state(model) if args.ema else None
             logger.log(step=0, score=state.best, lr=scheduler.get_last_lr()[0], elapsed_s=0.0,
@@ -237,9 +256,9 @@ def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet, evaluate: C
         stop = torch.zeros(1)
         if run.is_main:
             with _weights(model, state.ema_state):  # the average is what is judged and kept
-                scores = _evaluate(model, evaluate)
+                scores = _evaluate(model, evaluate, step)
                 candidate = common.trainable_state(model)
-            score = select(scores, state.start_scores)
+            score = select(scores, state.start_scores) if select else float(step)  # unjudged: the last wins
             if score > state.best:
                 state.best, state.best_scores, state.best_step, state.bad_evals = score, scores, step, 0
                 state.best_state = candidate
@@ -248,7 +267,7 @@ def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet, evaluate: C
             logger.log(step=step, train_loss=sum(losses) / len(losses), score=score, lr=scheduler.get_last_lr()[0],
                        elapsed_s=time.perf_counter() - start_time, **{k: scores.get(k) for k in LOGGED_SCORES})
             common.save_checkpoint(checkpoint_path, model=common.trainable_state(model), optimizer=optimizer.state_dict(),
-                                   scheduler=scheduler.state_dict(), max_steps=args.max_steps, **state.to_dict())
+                                   scheduler=scheduler.state_dict(), schedule_steps=args.schedule_steps, **state.to_dict())
             bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}", best=f"{state.best:.3f}")
             stop[0] = float(bool(args.patience) and state.bad_evals >= args.patience)
             if stop[0]:
@@ -321,10 +340,12 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, evaluate: Callable[[], dict[str, float]]) -> dict[str, float]:
+def _evaluate(model: nn.Module, evaluate: Callable[[int], dict[str, float]] | None, step: int) -> dict[str, float]:
+    if evaluate is None:
+        return {}
     model.eval()
     try:
-        return evaluate()
+        return evaluate(step)
     finally:
         model.train()
 
@@ -335,14 +356,15 @@ def _resume(path: Path, model: nn.Module, optimizer, scheduler, args) -> _Progre
     saved = common.load_checkpoint(path)
     model.load_state_dict(saved["model"], strict=False)
     optimizer.load_state_dict(saved["optimizer"])
-    if int(saved["max_steps"]) == args.max_steps:
+    saved_schedule = int(saved.get("schedule_steps", saved.get("max_steps")))
+    if saved_schedule == args.schedule_steps:
         scheduler.load_state_dict(saved["scheduler"])
     else:  # a longer or shorter run: follow the new schedule from where the old one stopped
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
-            for _ in range(min(int(saved["step"]), args.max_steps)):
+            for _ in range(min(int(saved["step"]), args.schedule_steps)):
                 scheduler.step()
-        print(f"--resume: max steps {saved['max_steps']} -> {args.max_steps}, schedule re-laid")
+        print(f"--resume: schedule of {saved_schedule} -> {args.schedule_steps} steps, re-laid")
     state = _Progress(step=int(saved["step"]), best=float(saved["best"]), best_step=int(saved["best_step"]),
                       bad_evals=int(saved["bad_evals"]), best_scores=saved["best_scores"],
                       start_scores=saved["start_scores"], best_state=saved["best_model"],

@@ -5,10 +5,12 @@ Usage::
     python -m training.train_control --out /tmp/control [--config training/configs/mini/control.yaml]
 
 The question it answers: do three collaborating stages beat one ordinary network trained on
-the same tiles? So it gets what the chain gets: the same training split, augmentation
-(aligned crops, flips, 90-degree turns), loss family (L1 + SSIM + spectral angle), the shared
-training loop with early stopping on validation PSNR, and a step budget equal to the chain's
-(``training.train_mini`` passes it). Writes ``config.json`` + ``model.safetensors`` to ``--out``.
+the same tiles? So it gets what the chain gets: the same tiles (every clear non-test tile),
+augmentation (aligned crops, flips, 90-degree turns), the loss terms the stages use (L1, SSIM,
+spectral angle, ``--grad-weight``, ``--fft-weight``), the shared training loop, the same
+cross-validation protocol (``--folds K --fold F`` fold runs, ``training.cv``) and a step budget
+equal to the chain's (``training.train_mini`` passes it). Writes ``config.json`` +
+``model.safetensors`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import argparse
 import torch
 
 from gac_pipeline.control import ControlConfig, UNetControl
-from training import common, loop, losses
+from training import common, cv, loop, losses
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,6 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     loop.add_loop_arguments(parser, max_steps=1500, lr=2e-3)
     parser.add_argument("--ssim-weight", type=float, default=0.1)
     parser.add_argument("--sam-weight", type=float, default=0.1)
+    parser.add_argument("--grad-weight", type=float, default=0.0, help="weight of an L1 on luminance gradients")
+    parser.add_argument("--fft-weight", type=float, default=0.0, help="weight of the Fourier-amplitude L1")
     return loop.parse_with_config(parser, argv, "control")
 
 
@@ -33,8 +37,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     run = loop.setup_distributed(args.device)
     common.seed_all(args.seed)
-    train = common.load_split(args.data, "train", clear_only=not args.all_tiles)
-    val = common.load_split(args.data, "validation", clear_only=not args.all_tiles).head(args.max_val_tiles)
+    pool = common.load_pool(args.data, clear_only=not args.all_tiles)
+    train, held_out = cv.split_pool(pool, args.folds, args.fold)
     torch.manual_seed(args.seed)
     model = UNetControl.build(ControlConfig.from_dict(args.model_config or {}))
     model.start_at_mean(train.s2.mean(dim=(0, 2, 3)))
@@ -42,32 +46,32 @@ def main(argv: list[str] | None = None) -> dict:
     std = model.config.standardization
     parameters = sum(p.numel() for p in model.parameters())
     if run.is_main:
-        print(f"{len(train)} train / {len(val)} validation tiles; UNet control: {parameters / 1e6:.2f} M parameters")
+        print(f"control (UNet, {parameters / 1e6:.2f} M parameters): {len(train)} training tiles"
+              + (f", fold {args.fold} held out ({len(held_out)})" if held_out else ""))
 
     def loss_fn(forward, batch):
         pred, target = forward(batch["s1"]), batch["s2"]
         loss = losses.l1(pred, target, std)
-        if args.ssim_weight:
-            loss = loss + args.ssim_weight * losses.ssim_loss(pred, target)
-        if args.sam_weight:
-            loss = loss + args.sam_weight * losses.spectral_angle(pred, target)
+        for weight, term in ((args.ssim_weight, lambda: losses.ssim_loss(pred, target)),
+                             (args.sam_weight, lambda: losses.spectral_angle(pred, target)),
+                             (args.grad_weight, lambda: losses.gradient_l1(pred, target)),
+                             (args.fft_weight, lambda: losses.fourier_amplitude_l1(pred, target, std))):
+            if weight:
+                loss = loss + weight * term()
         return loss
 
-    def evaluate():
-        return common.score(common.predict_tiles(model, val.s1, device=run.device), val.s2)
-
-    result = loop.fit(model, loss_fn=loss_fn, tiles=train, evaluate=evaluate,
-                      select=lambda scores, _: scores["psnr"], args=args, run=run, desc="control")
+    recorder = None if held_out is None else cv.HeldOutRecorder(
+        held_out, lambda tiles: common.predict_tiles(model, tiles.s1, device=run.device))
+    result = loop.fit(model, loss_fn=loss_fn, tiles=train, evaluate=recorder, args=args, run=run, desc="control")
     if run.is_main:
+        if recorder is not None:
+            recorder.save(args.work_dir, train.names, args)
         model.config.trained = True
         model.cpu().save(args.out)
-        best = result.best_scores
-        print(f"control: weights of step {result.best_step}/{result.steps}, validation PSNR {best['psnr']:.2f} dB / "
-              f"SSIM {best['ssim']:.3f}; wrote {args.out} ({result.wall_s:.0f} s)")
+        print(f"control: {result.steps} steps on {len(train)} tiles; wrote {args.out} ({result.wall_s:.0f} s)")
     loop.teardown_distributed()
-    return {"steps": result.steps, "best_step": result.best_step, "val_psnr": result.best_scores["psnr"],
-            "val_ssim": result.best_scores["ssim"], "parameters": parameters, "wall_s": result.wall_s,
-            "out": args.out}
+    return {"steps": result.steps, "train_tiles": len(train), "held_out_tiles": len(held_out or []),
+            "parameters": parameters, "wall_s": result.wall_s, "out": args.out}
 
 
 if __name__ == "__main__":

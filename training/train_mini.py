@@ -1,21 +1,28 @@
 """Train GAC-mini, the embedded default, end to end on the repo's real tiles (CPU is enough).
 
-Usage (the command that produced ``presets/mini``; seeded, about half an hour on 2 CPU cores)::
+Usage (the command that produced ``presets/mini``; seeded and deterministic on the CPU)::
 
     python -m training.train_mini --out presets/mini
 
-Steps, each a separate script run with the YAML files in ``training/configs/mini/``:
+The protocol (``training.cv``), for each of stage 1, stage 2, stage 3 and the one-network
+control, in that order:
 
-1. ``train_stage1``: stage 1 on the clear training tiles, early stopping on validation;
-2. ``precompute_stage1 --folds K``: K fold models give out-of-fold stage-1 outputs for the
-   training tiles (the final stage 1 for validation tiles): what stages 2/3 train on;
-3. ``train_stage2`` on those outputs; 4. ``train_stage3`` on stage 2's outputs of them;
-5. ``train_control``: the one-network UNet control, with the chain's step budget (stages
-   1 + 2 + 3) and no more parameters than the chain;
-6. the pipeline is written to ``--out`` with ``references/`` (mean and linear baselines fitted
-   on the training split, and the control) and ``training.json`` (what ran, how long).
+1. K fold runs (``--folds``, default 3) on every clear non-test tile, folds grouped by scene
+   cluster: each trains without one fold for the YAML's ``max_steps`` and records its
+   predictions for that fold at step 0 and every ``eval_every`` steps;
+2. the step with the best cross-validated score (``training.cv.CV_SCORE_TEXT``) outside the
+   warm-up is chosen (stages 2 and 3 may keep step 0, the identity; stage 3 may not widen the
+   SAR-edge gap of its input); the fold models' predictions at that step are the out-of-fold
+   inputs of the next stage (``<work-dir>/cv/opt_v1``, ``opt_v2``);
+3. the final model trains on all those tiles for the chosen number of steps on the same
+   schedule.
 
-The test split is never read. Intermediate folders go to ``--work-dir``.
+The control gets the chain's step budget (the three stages' ``max_steps`` added up) and may
+not have more parameters than the chain. The pipeline is written to ``--out`` with
+``references/`` (mean and linear baselines fitted on the same tiles, and the control) and
+``training.json`` (folds, every step's cross-validated scores, choices, timings). Cloudy tiles
+are left out of training (a cloudy target teaches SAR -> cloud, which SAR cannot see); the
+manifests say so. The test split is never read. Intermediate folders go to ``--work-dir``.
 """
 
 from __future__ import annotations
@@ -31,28 +38,27 @@ import yaml
 
 import gac_pipeline  # noqa: F401  (torchvision fix before terratorch)
 from gac_pipeline.control import UNetControl
-from gac_pipeline.data import DEFAULT_DATA_DIR
+from gac_pipeline.data import DEFAULT_DATA_DIR, list_pairs
 from gac_pipeline.hub import PIPELINE_CONFIG
 from gac_pipeline.presets import load_preset
 from gac_pipeline.references import References
-from training import common, precompute_stage1, train_control, train_stage1, train_stage2, train_stage3
+from training import common, cv, train_control, train_stage1, train_stage2, train_stage3
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "mini"
 TRAINING_RECORD = "training.json"
-# --smoke: a couple of tiny steps per script, for tests of the whole chain.
-SMOKE_ARGS = ["--max-steps", "2", "--batch-size", "2", "--crop", "32", "--eval-every", "1", "--max-val-tiles", "2"]
+# --smoke: a couple of tiny steps per run, for tests of the whole protocol.
+SMOKE_ARGS = ["--max-steps", "2", "--batch-size", "2", "--crop", "32", "--eval-every", "1"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--out", type=Path, required=True, help="pipeline folder to write (replaced if it exists)")
-    parser.add_argument("--work-dir", type=Path, default=Path("runs/mini"), help="intermediate stages and logs")
+    parser.add_argument("--work-dir", type=Path, default=Path("runs/mini"), help="fold runs, final fits, logs")
     parser.add_argument("--configs", type=Path, default=CONFIG_DIR, help="folder with stage1/2/3 and control YAML")
-    parser.add_argument("--folds", type=int, default=3, help="folds for out-of-fold stage-1 outputs")
-    parser.add_argument("--fold-steps", type=int, default=400, help="max steps of each fold's stage-1 model")
+    parser.add_argument("--folds", type=int, default=3, help="cross-validation folds, grouped by scene cluster")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="2 tiny steps per script (tests)")
+    parser.add_argument("--smoke", action="store_true", help="2 tiny steps per run (tests)")
     return parser.parse_args(argv)
 
 
@@ -63,62 +69,80 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--out {out}: exists and is not a pipeline folder; refusing to replace it")
     work, configs = args.work_dir, args.configs
     smoke = SMOKE_ARGS if args.smoke else []
-    common_args = ["--data", str(args.data), "--seed", str(args.seed)]
+    shared = ["--data", str(args.data), "--seed", str(args.seed), "--folds", str(args.folds)]
+    pool = common.load_pool(args.data)
+    left_out = sorted(p.name for p in list_pairs(args.data) if p.split in common.TRAINING_SPLITS and not p.clear_land)
+    folds = cv.grouped_folds(pool.names, args.folds)
     timings: dict[str, float] = {}
-    results: dict[str, dict] = {}
+    choices: dict[str, cv.Choice] = {}
 
-    def step(name: str, function, script_args: list[str]) -> dict:
-        print(f"\n== {name}: python -m training.{function.__module__.split('.')[-1]} {' '.join(script_args)}")
+    def run(name: str, script, script_args: list[str]) -> dict:
+        print(f"\n== {name}: python -m training.{script.__name__.split('.')[-1]} {' '.join(script_args)}")
         start = time.perf_counter()
-        result = function(script_args)
+        result = script.main(script_args)
         timings[name] = round(time.perf_counter() - start, 1)
         return result
 
-    def config(name: str) -> list[str]:
-        return ["--config", str(configs / f"{name}.yaml")]
+    def cross_validate_and_fit(name: str, script, extra: list[str], **rules) -> Path:
+        """Fold runs, the step choice, then the final fit; returns the final output folder."""
+        base = [*shared, "--config", str(configs / f"{name}.yaml"), *extra]
+        fold_dirs = []
+        for fold in range(args.folds):
+            fold_out = work / name / f"fold{fold}"
+            run(f"{name} fold {fold}", script, [*base, *smoke, "--fold", str(fold), "--out", str(fold_out)])
+            fold_dirs.append(fold_out.parent / f"{fold_out.name}_train")
+        choice = choices[name] = cv.choose_step(pool, fold_dirs, **rules)
+        print(f"{name}: cross-validation chose step {choice.step} of {choice.schedule_steps}")
+        final = work / name / "final"
+        run(f"{name} final", script, [*base, *smoke, "--max-steps", str(choice.step), "--schedule-steps",
+                                      str(choice.schedule_steps), "--out", str(final)])
+        return final
 
-    results["stage1"] = step("stage1", train_stage1.main,
-                             [*common_args, *config("stage1"), "--out", str(work / "stage1"), *smoke])
-    fold_args = [*config("stage1"), "--max-steps", str(args.fold_steps), *smoke]
-    step("precompute_stage1", precompute_stage1.main,
-         [*common_args, "--preset", str(work / "stage1"), "--out", str(work / "opt_v1"), "--folds", str(args.folds),
-          "--", *fold_args])
-    stage_args = ["--opt-v1", str(work / "opt_v1"), *common_args]
-    results["stage2"] = step("stage2", train_stage2.main, [*stage_args, *config("stage2"), "--init-from",
-                                                           str(work / "stage1"), "--out", str(work / "stage2"), *smoke])
-    results["stage3"] = step("stage3", train_stage3.main, [*stage_args, *config("stage3"), "--init-from",
-                                                           str(work / "stage2"), "--out", str(work / "stage3"), *smoke])
+    def store(name: str, choice: cv.Choice) -> None:
+        manifest = {**choice.producers, **dict.fromkeys(left_out, "left out of training (not clear_land)")}
+        common.save_outputs(work / "cv", name, choice.predictions, manifest)
+
+    stage1 = cross_validate_and_fit("stage1", train_stage1, [], allow_start=False)
+    store("opt_v1", choices["stage1"])
+    stage2 = cross_validate_and_fit("stage2", train_stage2, ["--opt-v1", str(work / "cv"), "--init-from", str(stage1)],
+                                    allow_start=True)
+    store("opt_v2", choices["stage2"])
+    stage3 = cross_validate_and_fit("stage3", train_stage3, ["--opt-v2", str(work / "cv"), "--init-from", str(stage2)],
+                                    allow_start=True, gap_no_worse=True)
     chain_seconds = sum(timings.values())
 
-    pipeline = load_preset(str(work / "stage3"))
+    pipeline = load_preset(str(stage3))
     chain_parameters = sum(p.numel() for p in pipeline.parameters())
     budget = sum(_max_steps(configs / f"{name}.yaml") for name in ("stage1", "stage2", "stage3"))
-    control_args = [*common_args, *config("control"), "--out", str(work / "control"), "--max-steps", str(budget)]
-    results["control"] = step("control", train_control.main, [*control_args, *smoke])
-    if results["control"]["parameters"] > chain_parameters:
-        raise SystemExit(f"the control has {results['control']['parameters']} parameters, more than the chain's "
+    control = cross_validate_and_fit("control", train_control, ["--max-steps", str(budget)], allow_start=False)
+    control_model = UNetControl.load(control)
+    control_parameters = sum(p.numel() for p in control_model.parameters())
+    if control_parameters > chain_parameters:
+        raise SystemExit(f"the control has {control_parameters} parameters, more than the chain's "
                          f"{chain_parameters}: shrink it in {configs / 'control.yaml'}")
 
-    train = common.load_split(args.data, "train")
     pipeline.config.name = "GAC-mini"
     overview = (f"small TerraMind/Prithvi-architecture pipeline ({chain_parameters / 1e6:.1f} M parameters) trained "
-                f"from random init on {len(train)} real BigEarthNet clear_land tiles (train split)")
+                f"from random init on {len(pool)} real BigEarthNet clear_land tiles (train + validation splits; "
+                f"steps chosen by {args.folds}-fold cross-validation grouped by scene)")
     pipeline.config.description = " | ".join([overview, *pipeline.config.description.split(" | ")])
     if out.exists():
         shutil.rmtree(out)
     pipeline.save_pretrained(out)
-    references = References.fit(train.s1, train.s2, source=f"{args.data.name} train split, {len(train)} clear_land "
-                                                           "tiles")
-    references.control = UNetControl.load(work / "control")
+    references = References.fit(pool.s1, pool.s2, source=f"{args.data.name} train + validation splits, {len(pool)} "
+                                                         "clear_land tiles")
+    references.control = control_model
     references.save(out)
     record = {"command": "python -m training.train_mini " + " ".join(sys.argv[1:] if argv is None else argv),
-              "seed": args.seed, "folds": args.folds, "train_tiles": len(train), "seconds": timings,
-              "chain_seconds": round(chain_seconds, 1), "chain_parameters": chain_parameters,
-              "control_parameters": results["control"]["parameters"], "control_max_steps": budget,
-              "validation": {k: {m: v for m, v in r.items() if m != "out"} for k, r in results.items()}}
+              "seed": args.seed, "train_tiles": len(pool), "left_out": left_out,
+              "folds": [[pool.names[i] for i in fold] for fold in folds], "cv_score": cv.CV_SCORE_TEXT,
+              "chosen_steps": {name: c.step for name, c in choices.items()},
+              "cross_validation": {name: c.table for name, c in choices.items()},
+              "seconds": timings, "chain_seconds": round(chain_seconds, 1), "chain_parameters": chain_parameters,
+              "control_parameters": control_parameters, "control_max_steps": budget}
     (out / TRAINING_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"\nwrote {out}: chain trained in {chain_seconds / 60:.1f} min, control in "
-          f"{timings['control'] / 60:.1f} min")
+          f"{(sum(timings.values()) - chain_seconds) / 60:.1f} min")
     return record
 
 

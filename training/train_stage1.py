@@ -1,20 +1,24 @@
-"""Train stage 1 (TerraMind encoder + pixel decoder, ``regress`` mode) on the real tiles.
+"""Train stage 1 (TerraMind encoder + pixel decoder, ``regress`` mode): SAR -> opt_v1, fidelity first.
 
 Usage::
 
-    python -m training.train_stage1 --data data/bigearthnet --out /tmp/stage1 [--config training/configs/mini/stage1.yaml]
+    python -m training.train_stage1 --out /tmp/stage1 [--config training/configs/mini/stage1.yaml]
+    python -m training.train_stage1 --out /tmp/stage1_fold0 --folds 3 --fold 0   # one cross-validation fold
 
-Recipe (the team's first probe of this design on these tiles): L1 in standardized S2 space,
-flips/rot90 and 64-px crops, batch 16, AdamW 2e-3 with warm-up and cosine decay, early stopping
-on validation PSNR keeping the best weights. The stage starts from the mini architecture
-(seeded random init, so every parameter trains) or the YAML's ``stage1`` section.
+Stage 1's role is fidelity: the best SAR -> optical estimate. Loss: L1 in standardized S2 space
++ ``--ssim-weight`` x (1 - SSIM) + ``--grad-weight`` x L1 between the Sobel gradients of
+prediction and target luminance; aligned flips/rot90 and random crops; AdamW with warm-up and
+cosine decay; weights averaged with ``--ema``. The stage starts from the mini architecture
+(seeded random init, every parameter trains) predicting the training-mean image, or from the
+YAML's ``stage1`` section.
 
-``--folds K --fold F`` leaves fold F of the training tiles out: ``precompute_stage1`` uses such
-models for out-of-fold stage-1 outputs, the inputs stages 2 and 3 train on.
+Trains on every clear non-test tile (train + validation splits); ``--folds K --fold F`` leaves
+fold F's scene clusters out and records predictions for them (``training.cv``), which is how
+``train_mini`` chooses the step count and gets out-of-fold opt_v1 for stages 2 and 3.
 
 Writes a pipeline folder to ``--out`` (``GACPipeline.save_pretrained``): the trained stage 1
-and stages 2/3 from ``--init-from``. The resumable checkpoint and the CSV log go to
-``--work-dir`` (default ``<out>_train``): pipeline folders refuse pickled files such as ``.pt``.
+and stages 2/3 from ``--init-from``. The resumable checkpoint, the CSV log and a fold run's
+records go to ``--work-dir`` (default ``<out>_train``): pipeline folders refuse pickled files.
 """
 
 from __future__ import annotations
@@ -26,20 +30,17 @@ import torch
 import gac_pipeline  # noqa: F401  (torchvision fix before terratorch)
 from gac_pipeline.configs import Stage1Config
 from gac_pipeline.stages.stage1_terramind import Stage1TerraMind
-from training import common, loop, losses
+from training import common, cv, loop, losses
 from training.init_presets import mini_pipeline
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    loop.add_loop_arguments(parser, max_steps=1000, lr=2e-3)
+    loop.add_loop_arguments(parser, max_steps=800, lr=2e-3)
     parser.add_argument("--init-from", default="mini", help="preset name or folder giving stages 2 and 3")
-    parser.add_argument("--folds", type=int, default=1, help="split the training tiles into this many folds")
-    parser.add_argument("--fold", type=int, default=None, help="leave this fold out of training (0-based)")
-    args = loop.parse_with_config(parser, argv, "stage1")
-    if (args.fold is None) != (args.folds == 1):
-        parser.error("--fold goes with --folds K (K >= 2)")
-    return args
+    parser.add_argument("--ssim-weight", type=float, default=0.1)
+    parser.add_argument("--grad-weight", type=float, default=0.0, help="weight of an L1 on luminance gradients")
+    return loop.parse_with_config(parser, argv, "stage1")
 
 
 def build_stage1(args: argparse.Namespace) -> Stage1TerraMind:
@@ -67,30 +68,21 @@ def start_at_training_mean(stage: Stage1TerraMind, train: common.TileSet) -> Non
         stage.decoder.out.bias.copy_(stage.config.standardization.s2(mean_dn).flatten())
 
 
-def training_tiles(args: argparse.Namespace) -> common.TileSet:
-    train = common.load_split(args.data, "train", clear_only=not args.all_tiles)
-    if args.fold is None:
-        return train
-    held_out = set(common.fold_members(len(train), args.folds, args.fold))
-    return train.subset([i for i in range(len(train)) if i not in held_out])
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Train, then write the pipeline folder (rank 0).
 
     Returns:
-        Summary: steps, best_step, val_psnr, val_ssim, baseline_psnr, baseline_ssim,
-        train_tiles, val_tiles, wall_s, out.
+        Summary: steps, train_tiles, held_out_tiles, wall_s, out (and, for a fold run, the
+        held-out PSNR/SSIM at the last step).
     """
     args = parse_args(argv)
     run = loop.setup_distributed(args.device)
     common.seed_all(args.seed)
-    train = training_tiles(args)
-    val = common.load_split(args.data, "validation", clear_only=not args.all_tiles).head(args.max_val_tiles)
-    baseline = common.mean_image_baseline(train, val)
+    pool = common.load_pool(args.data, clear_only=not args.all_tiles)
+    train, held_out = cv.split_pool(pool, args.folds, args.fold)
     if run.is_main:
-        print(f"{len(train)} train tiles, {len(val)} validation tiles; training-mean image on validation: "
-              f"PSNR {baseline['psnr']:.2f} dB, SSIM {baseline['ssim']:.3f}")
+        print(f"stage 1: {len(train)} training tiles" + (f", fold {args.fold} held out ({len(held_out)} tiles)"
+                                                       if held_out else ""))
 
     stage = build_stage1(args)
     start_at_training_mean(stage, train)
@@ -98,23 +90,26 @@ def main(argv: list[str] | None = None) -> dict:
     std = stage.config.standardization
 
     def loss_fn(model, batch):
-        return losses.l1(model(batch["s1"]), batch["s2"], std)
+        pred, target = model(batch["s1"]), batch["s2"]
+        loss = losses.l1(pred, target, std)
+        if args.ssim_weight:
+            loss = loss + args.ssim_weight * losses.ssim_loss(pred, target)
+        if args.grad_weight:
+            loss = loss + args.grad_weight * losses.gradient_l1(pred, target)
+        return loss
 
-    def evaluate():
-        return common.score(common.predict_tiles(stage, val.s1, device=run.device), val.s2)
-
-    result = loop.fit(stage, loss_fn=loss_fn, tiles=train, evaluate=evaluate, select=lambda scores, _: scores["psnr"],
-                      args=args, run=run, desc="stage 1")
-    summary = {"steps": result.steps, "best_step": result.best_step, "val_psnr": result.best_scores["psnr"],
-               "val_ssim": result.best_scores["ssim"], "baseline_psnr": baseline["psnr"],
-               "baseline_ssim": baseline["ssim"], "train_tiles": len(train), "val_tiles": len(val),
-               "wall_s": result.wall_s, "out": args.out}
+    recorder = None if held_out is None else cv.HeldOutRecorder(
+        held_out, lambda tiles: common.predict_tiles(stage, tiles.s1, device=run.device))
+    result = loop.fit(stage, loss_fn=loss_fn, tiles=train, evaluate=recorder, args=args, run=run, desc="stage 1")
+    summary = {"steps": result.steps, "train_tiles": len(train), "held_out_tiles": len(held_out or []),
+               "wall_s": result.wall_s, "out": args.out, **{f"held_out_{k}": v for k, v in result.best_scores.items()}}
     if run.is_main:
-        fold = f", fold {args.fold} of {args.folds} left out" if args.fold is not None else ""
-        text = (f"trained on {len(train)} real {'tiles' if args.all_tiles else 'clear_land tiles'} (train split"
-                f"{fold}), weights of step {result.best_step}/{result.steps} (best validation PSNR "
-                f"{result.best_scores['psnr']:.2f} dB, SSIM {result.best_scores['ssim']:.3f} on {len(val)} tiles; "
-                f"training-mean image {baseline['psnr']:.2f} dB / {baseline['ssim']:.3f})")
+        if recorder is not None:
+            recorder.save(args.work_dir, train.names, args)
+        fold = f", fold {args.fold} of {args.folds} held out" if held_out else ""
+        text = (f"trained on {len(train)} real {'tiles' if args.all_tiles else 'clear_land tiles'} (train + "
+                f"validation splits{fold}) for {result.steps} steps, L1 + SSIM"
+                f"{' + gradient' if args.grad_weight else ''}")
         common.write_pipeline(args, {"1": stage.cpu()}, "1", text)
         print(f"stage 1 {text}\nwrote {args.out} ({result.wall_s:.0f} s; checkpoint and log in {args.work_dir})")
     loop.teardown_distributed()

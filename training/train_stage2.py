@@ -2,15 +2,22 @@
 
 Usage::
 
-    python -m training.train_stage2 --init-from /tmp/stage1 --opt-v1 /tmp/opt_v1 --out /tmp/stage2 \
+    python -m training.train_stage2 --init-from /tmp/stage1 --opt-v1 /tmp/cv/opt_v1 --out /tmp/stage2 \
         [--config training/configs/mini/stage2.yaml] [--lora-rank 8] [--load-in-8bit] [--unfreeze-last 2]
 
-Inputs are the stored stage-1 outputs of ``training.precompute_stage1`` (out-of-fold for the
-training tiles), the target is the real optical tile. Loss: ``--l1-weight`` x L1 (+ ``--l2-weight``
-x L2) in standardized units + ``--ssim-weight`` x (1 - SSIM) + ``--sam-weight`` x spectral angle
-(+ ``--lpips-weight`` x LPIPS, only where its weights exist locally). Early stopping on
-validation PSNR; the head's output starts at zero, so step 0 is the identity and a stage that
-cannot beat its input on validation stays the identity.
+Stage 2's role is realism: restore the texture a per-pixel regression blurs away. Inputs are
+stored stage-1 outputs (``--opt-v1``: out-of-fold for every training tile, written by
+``train_mini``'s cross-validation or ``training.precompute_stage1``); the target is the real
+tile. Loss: ``--l1-weight`` x L1 (+ ``--l2-weight`` x L2) in standardized units +
+``--fft-weight`` x L1 between Fourier amplitude spectra (texture at the right scales, wherever it
+sits) + ``--ssim-weight`` x (1 - SSIM) + ``--sam-weight`` x spectral angle (+ ``--lpips-weight``
+x LPIPS, only where its weights exist locally). The head's output starts at zero, so step 0 is
+the identity. Month and biome are each replaced by "unknown" with probability
+``--cond-dropout``, so the "unknown" rows are trained; the months and biomes seen are recorded
+in the stage config, and others map to "unknown" at inference.
+
+Trains on every clear non-test tile; ``--folds K --fold F`` is a cross-validation fold run
+(``training.cv``).
 
 Backbone training (``--backbone``): ``lora`` (adapters on attention, the default for a
 pretrained Prithvi), ``frozen`` (head only), ``full`` (every weight: the default for the
@@ -31,14 +38,14 @@ from gac_pipeline.configs import Stage2Config
 from gac_pipeline.metrics import lpips_available
 from gac_pipeline.presets import load_preset
 from gac_pipeline.stages.stage2_prithvi import Stage2Prithvi
-from training import common, loop, losses, precompute_stage1
+from training import common, cv, loop, losses
 
 BACKBONE_CHOICES = ("auto", "lora", "frozen", "full")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    loop.add_loop_arguments(parser, max_steps=400, lr=1e-3, warmup=0.1, patience=4)
+    loop.add_loop_arguments(parser, max_steps=300, lr=1e-3, warmup=0.1)
     parser.add_argument("--init-from", required=True, help="pipeline folder/preset with the trained stage 1")
     parser.add_argument("--opt-v1", type=Path, required=True, help="folder written by training.precompute_stage1")
     parser.add_argument("--backbone", choices=BACKBONE_CHOICES, default="auto")
@@ -48,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lora-targets", default=None, help="regex over module names")
     parser.add_argument("--load-in-8bit", action="store_true", help="int8 frozen backbone (bitsandbytes)")
     parser.add_argument("--no-conditioning", action="store_true", help="train without month/biome")
+    parser.add_argument("--cond-dropout", type=float, default=0.2,
+                        help="probability of replacing month and biome (each) by unknown in a training sample")
+    parser.add_argument("--fft-weight", type=float, default=0.0, help="weight of the Fourier-amplitude L1")
     parser.add_argument("--l1-weight", type=float, default=1.0)
     parser.add_argument("--l2-weight", type=float, default=0.0)
     parser.add_argument("--ssim-weight", type=float, default=0.1)
@@ -85,13 +95,24 @@ def build_stage2(args: argparse.Namespace, base_config: Stage2Config) -> Stage2P
     return stage
 
 
+def drop_conditioning(values: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """Replace each value by 0 ("unknown") with ``probability``."""
+    keep = torch.rand(values.shape, generator=generator) >= probability
+    return torch.where(keep.to(values.device), values, torch.zeros_like(values))
+
+
 def make_loss(args: argparse.Namespace, std):
     def loss_fn(model, batch):
-        month = None if args.no_conditioning else batch["month"]
-        biome = None if args.no_conditioning else batch["biome"]
+        month = biome = None
+        if not args.no_conditioning:
+            # Seeded from the batch itself, so a resumed run drops the same samples.
+            generator = torch.Generator().manual_seed(int(batch["month"].sum() * 1009 + batch["s2"][:, 0, 0, 0].sum()))
+            month = drop_conditioning(batch["month"], args.cond_dropout, generator)
+            biome = drop_conditioning(batch["biome"], args.cond_dropout, generator)
         pred, target = model(batch["opt_v1"], month=month, biome=biome), batch["s2"]
         loss = args.l1_weight * losses.l1(pred, target, std)
         for weight, term in ((args.l2_weight, lambda: losses.l2(pred, target, std)),
+                             (args.fft_weight, lambda: losses.fourier_amplitude_l1(pred, target, std)),
                              (args.ssim_weight, lambda: losses.ssim_loss(pred, target)),
                              (args.sam_weight, lambda: losses.spectral_angle(pred, target)),
                              (args.lpips_weight, lambda: losses.lpips_loss(pred, target))):
@@ -115,38 +136,45 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     run = loop.setup_distributed(args.device)
     common.seed_all(args.seed)
-    clear_only = not args.all_tiles
-    train = precompute_stage1.attach(common.load_split(args.data, "train", clear_only=clear_only), args.opt_v1)
-    val = common.load_split(args.data, "validation", clear_only=clear_only).head(args.max_val_tiles)
-    val = precompute_stage1.attach(val, args.opt_v1)
+    pool = common.attach(common.load_pool(args.data, clear_only=not args.all_tiles), args.opt_v1, "opt_v1")
+    train, held_out = cv.split_pool(pool, args.folds, args.fold)
 
     stage = build_stage2(args, load_preset(str(args.init_from)).stage2.config)
+    if not args.no_conditioning:  # what the embeddings see; anything else maps to "unknown" at inference
+        stage.config.seen_months = sorted({0, *train.month.tolist()})
+        stage.config.seen_biomes = sorted({0, *train.biome.tolist()})
     base_state = common.clone_state(stage) if args.load_in_8bit else None
     if args.load_in_8bit:
         stage.quantize_backbone()
     stage.to(run.device)
     if run.is_main:
-        print(f"{len(train)} train / {len(val)} validation tiles; stage 2 trains "
-              f"{stage.trainable_parameter_count() / 1e6:.2f} M of {sum(p.numel() for p in stage.parameters()) / 1e6:.2f} M "
-              "parameters")
+        print(f"stage 2: {len(train)} training tiles" + (f", fold {args.fold} held out ({len(held_out)})" if held_out
+                                                       else "") + f"; trains {stage.trainable_parameter_count() / 1e6:.2f}"
+              f" M of {sum(p.numel() for p in stage.parameters()) / 1e6:.2f} M parameters")
 
-    def evaluate():
-        kwargs = {} if args.no_conditioning else {"month": val.month, "biome": val.biome}
-        pred = common.predict_tiles(stage, val.extras["opt_v1"], device=run.device, **kwargs)
-        return common.score(pred, val.s2)
+    def predict(tiles):
+        kwargs = {} if args.no_conditioning else {"month": tiles.month, "biome": tiles.biome}
+        return common.predict_tiles(stage, tiles.extras["opt_v1"], device=run.device, **kwargs)
 
-    result = loop.fit(stage, loss_fn=make_loss(args, stage.config.standardization), tiles=train, evaluate=evaluate,
-                      select=lambda scores, _: scores["psnr"], args=args, run=run, desc="stage 2")
-    start, best = result.start_scores, result.best_scores
-    summary = {"steps": result.steps, "best_step": result.best_step, "val_psnr": best["psnr"], "val_ssim": best["ssim"],
-               "input_psnr": start["psnr"], "input_ssim": start["ssim"], "wall_s": result.wall_s, "out": args.out}
+    recorder = None if held_out is None else cv.HeldOutRecorder(held_out, predict)
+    result = loop.fit(stage, loss_fn=make_loss(args, stage.config.standardization), tiles=train, evaluate=recorder,
+                      args=args, run=run, desc="stage 2")
+    summary = {"steps": result.steps, "train_tiles": len(train), "held_out_tiles": len(held_out or []),
+               "wall_s": result.wall_s, "out": args.out}
     if run.is_main:
+        if recorder is not None:
+            recorder.save(args.work_dir, train.names, args)
         stage = stage.cpu()
         if base_state is not None:
             stage = full_precision_copy(stage, base_state)
-        text = (f"trained on stage-1 outputs of {len(train)} real train tiles ({args.opt_v1.name}), weights of step "
-                f"{result.best_step}/{result.steps}; validation PSNR {best['psnr']:.2f} dB / SSIM {best['ssim']:.3f} "
-                f"(its input opt_v1: {start['psnr']:.2f} dB / {start['ssim']:.3f}, {len(val)} tiles)")
+        terms = " + ".join(name for name, weight in (("L1", args.l1_weight), ("L2", args.l2_weight),
+                                                     ("Fourier amplitude", args.fft_weight), ("SSIM", args.ssim_weight),
+                                                     ("spectral angle", args.sam_weight), ("LPIPS", args.lpips_weight))
+                           if weight)
+        fold = f", fold {args.fold} of {args.folds} held out" if held_out else ""
+        text = (f"trained on out-of-fold stage-1 outputs of {len(train)} real tiles (train + validation splits{fold}) "
+                f"for {result.steps} steps{' (identity: no step beat it in cross-validation)' if not result.steps else ''}"
+                f", {terms}")
         common.write_pipeline(args, {"2": stage}, "2", text)
         print(f"stage 2 {text}\nwrote {args.out} ({result.wall_s:.0f} s)")
     loop.teardown_distributed()

@@ -2,11 +2,13 @@
 
 Usage::
 
-    python -m training.train_stage3 --init-from /tmp/stage2 --opt-v1 /tmp/opt_v1 --out /tmp/stage3 \
+    python -m training.train_stage3 --init-from /tmp/stage2 --opt-v2 /tmp/cv/opt_v2 --out /tmp/stage3 \
         [--config training/configs/mini/stage3.yaml]
 
-Inputs: the stored (out-of-fold) stage-1 outputs passed through the trained stage 2 of
-``--init-from`` once at start, so stage 3 trains on the opt_v2 it will see at test time.
+Stage 3's role is SAR grounding: pull structure that stage 2 invented back toward what the SAR
+supports. Inputs: stored opt_v2 (``--opt-v2``: out-of-fold for every training tile, written by
+``train_mini``'s cross-validation), or stage 2 of ``--init-from`` run on stored opt_v1
+(``--opt-v1``).
 
 - ``regress`` mode: ``--l1-weight`` x L1 to the real optical + ``--sar-weight`` x SAR-edge term
   (the prediction should agree with the speckle-filtered SAR's edges as much as the real
@@ -16,15 +18,13 @@ Inputs: the stored (out-of-fold) stage-1 outputs passed through the trained stag
 - ``generate`` mode: LoRA on TerraMind's decoder cross-attention trained with the teacher-forced
   token cross-entropy (``terramind_common.teacher_forced_token_loss``): the true S2L2A tokens given SAR + opt_v2.
 
-Early stopping keeps the weights with the best validation PSNR among those whose validation
-SAR-edge agreement is no further from the real optical's than the starting point's (the
-identity in regress mode): mean over tiles of |agreement(prediction) - agreement(real)|.
+Trains on every clear non-test tile; ``--folds K --fold F`` is a cross-validation fold run
+(``training.cv``; stage 3's step must not widen the SAR-edge gap of its input there).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
@@ -35,14 +35,16 @@ from gac_pipeline.configs import Stage3Config
 from gac_pipeline.presets import load_preset
 from gac_pipeline.stages import terramind_common as tm
 from gac_pipeline.stages.stage3_grounding import Stage3Grounding
-from training import common, loop, losses, precompute_stage1
+from training import common, cv, loop, losses
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    loop.add_loop_arguments(parser, max_steps=400, lr=1e-3, warmup=0.1, patience=4)
+    loop.add_loop_arguments(parser, max_steps=300, lr=1e-3, warmup=0.1)
     parser.add_argument("--init-from", required=True, help="pipeline folder/preset with trained stages 1 and 2")
-    parser.add_argument("--opt-v1", type=Path, required=True, help="folder written by training.precompute_stage1")
+    inputs = parser.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--opt-v2", type=Path, help="folder with stored opt_v2 (train_mini's cross-validation)")
+    inputs.add_argument("--opt-v1", type=Path, help="folder with stored opt_v1, run through --init-from's stage 2")
     parser.add_argument("--lora-rank", type=int, default=None, help="override the config's LoRA rank")
     parser.add_argument("--l1-weight", type=float, default=1.0)
     parser.add_argument("--sar-weight", type=float, default=0.5)
@@ -114,41 +116,38 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     run = loop.setup_distributed(args.device)
     common.seed_all(args.seed)
-    clear_only = not args.all_tiles
     base = load_preset(str(args.init_from))
-    train = precompute_stage1.attach(common.load_split(args.data, "train", clear_only=clear_only), args.opt_v1)
-    val = common.load_split(args.data, "validation", clear_only=clear_only).head(args.max_val_tiles)
-    val = precompute_stage1.attach(val, args.opt_v1)
-    train, val = with_opt_v2(train, base.stage2, run.device), with_opt_v2(val, base.stage2, run.device)
+    pool = common.load_pool(args.data, clear_only=not args.all_tiles)
+    if args.opt_v2 is not None:
+        pool = common.attach(pool, args.opt_v2, "opt_v2")
+    else:
+        pool = with_opt_v2(common.attach(pool, args.opt_v1, "opt_v1"), base.stage2, run.device)
+    train, held_out = cv.split_pool(pool, args.folds, args.fold)
 
     stage = build_stage3(args, base.stage3.config)
     stage.to(run.device)
     model = TokenLoss(stage) if stage.config.mode == "generate" else stage
     if run.is_main:
-        print(f"{len(train)} train / {len(val)} validation tiles; stage 3 ({stage.config.mode}) trains "
-              f"{stage.trainable_parameter_count() / 1e6:.2f} M parameters")
+        print(f"stage 3 ({stage.config.mode}): {len(train)} training tiles" +
+              (f", fold {args.fold} held out ({len(held_out)})" if held_out else "") +
+              f"; trains {stage.trainable_parameter_count() / 1e6:.2f} M parameters")
 
-    def evaluate():
-        pred = common.predict_tiles(lambda s1, v2: stage(s1, v2, seed=args.seed), val.s1, val.extras["opt_v2"],
+    def predict(tiles):
+        return common.predict_tiles(lambda s1, v2: stage(s1, v2, seed=args.seed), tiles.s1, tiles.extras["opt_v2"],
                                     device=run.device)
-        return common.score(pred, val.s2, val.s1)
 
-    def select(scores: dict[str, float], start: dict[str, float]) -> float:
-        if math.isnan(start["sar_edge_gap"]):  # a constant start image has no edges: nothing to keep
-            return scores["psnr"]
-        return scores["psnr"] if scores["sar_edge_gap"] <= start["sar_edge_gap"] else float("-inf")
-
-    result = loop.fit(model, loss_fn=make_loss(args, stage), tiles=train, evaluate=evaluate, select=select,
-                      args=args, run=run, desc="stage 3")
-    start, best = result.start_scores, result.best_scores
-    summary = {"steps": result.steps, "best_step": result.best_step, "val_psnr": best["psnr"],
-               "val_ssim": best["ssim"], "val_sar_edge": best["sar_edge"], "input_psnr": start["psnr"],
-               "input_sar_edge": start["sar_edge"], "wall_s": result.wall_s, "out": args.out}
+    recorder = None if held_out is None else cv.HeldOutRecorder(held_out, predict, with_sar=True)
+    result = loop.fit(model, loss_fn=make_loss(args, stage), tiles=train, evaluate=recorder, args=args, run=run,
+                      desc="stage 3")
+    summary = {"steps": result.steps, "train_tiles": len(train), "held_out_tiles": len(held_out or []),
+               "wall_s": result.wall_s, "out": args.out}
     if run.is_main:
-        text = (f"{stage.config.mode} mode trained on stage-2 outputs of {len(train)} real train tiles, weights of "
-                f"step {result.best_step}/{result.steps}; validation PSNR {best['psnr']:.2f} dB, SAR-edge "
-                f"{best['sar_edge']:.3f} (at start: {start['psnr']:.2f} dB, {start['sar_edge']:.3f}; real optical "
-                f"{best['sar_edge_real']:.3f}; {len(val)} tiles)")
+        if recorder is not None:
+            recorder.save(args.work_dir, train.names, args)
+        fold = f", fold {args.fold} of {args.folds} held out" if held_out else ""
+        text = (f"{stage.config.mode} mode trained on out-of-fold stage-2 outputs of {len(train)} real tiles (train + "
+                f"validation splits{fold}) for {result.steps} steps"
+                f"{' (identity: no step beat it in cross-validation)' if not result.steps else ''}")
         common.write_pipeline(args, {"3": stage.cpu()}, "3", text)
         print(f"stage 3 {text}\nwrote {args.out} ({result.wall_s:.0f} s)")
     loop.teardown_distributed()

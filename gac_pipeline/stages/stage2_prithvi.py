@@ -3,8 +3,10 @@
 Prithvi sees the six HLS bands of opt_v1 (B02, B03, B04, B8A, B11, B12, with Prithvi's own
 statistics); LoRA adapts its attention; a ConvNeXt head with a full-resolution path from all 12
 bands of opt_v1 predicts a residual for all 12 bands. Month and biome enter through FiLM
-(learned embeddings; index 0 means "unknown", so both are optional at call time). The backbone
-can run in 8-bit through bitsandbytes to save memory.
+(learned embeddings; index 0 means "unknown", so both are optional at call time). Values the
+embeddings never saw in training (``config.seen_months``/``seen_biomes``) are mapped to "unknown",
+which training reaches through conditioning dropout, so an untrained embedding row never acts.
+The backbone can run in 8-bit through bitsandbytes to save memory.
 """
 
 from __future__ import annotations
@@ -137,6 +139,23 @@ class Stage2Prithvi(Stage):
             raise RuntimeError("save stage 2 before quantizing it to 8-bit (weights are stored in full precision)")
         return super().save(directory)
 
+    def conditioning_notes(self, month: int | None, biome: int | None) -> list[str]:
+        """Why a month or biome given at inference is replaced by "unknown" (empty when none is)."""
+        notes = []
+        for kind, value, seen in (("month", month, self.config.seen_months),
+                                  ("biome", biome, self.config.seen_biomes)):
+            if value and seen is not None and value not in seen:
+                shown = BIOMES[value] if kind == "biome" and 0 <= value < len(BIOMES) else value
+                notes.append(f"stage 2: {kind} {shown} not seen in training: used unknown")
+        return notes
+
+    @staticmethod
+    def _seen_or_unknown(values: torch.Tensor, seen: list[int] | None) -> torch.Tensor:
+        if seen is None:
+            return values
+        known = torch.isin(values, torch.tensor(seen, dtype=values.dtype, device=values.device))
+        return torch.where(known, values, torch.zeros_like(values))
+
     def forward(self, opt_v1: torch.Tensor, *, month: torch.Tensor | None = None,
                 biome: torch.Tensor | None = None) -> torch.Tensor:
         """Refine opt_v1.
@@ -152,7 +171,9 @@ class Stage2Prithvi(Stage):
         std = self.config.standardization
         batch, _, height, width = opt_v1.shape
         unknown = torch.zeros(batch, dtype=torch.long, device=opt_v1.device)
-        cond = self.conditioning(unknown if month is None else month, unknown if biome is None else biome)
+        month = self._seen_or_unknown(unknown if month is None else month, self.config.seen_months)
+        biome = self._seen_or_unknown(unknown if biome is None else biome, self.config.seen_biomes)
+        cond = self.conditioning(month, biome)
         tokens = self.prithvi(std.hls(opt_v1))[-1]  # last layer: (B, 1 + N, D) with a CLS token
         grid = tokens[:, 1:].transpose(1, 2).reshape(batch, -1, height // 16, width // 16)
         residual = self.head(grid, std.s2(opt_v1), cond)
