@@ -426,7 +426,7 @@ def paired_differences(per_tile: pd.DataFrame, summary: pd.DataFrame, notes: dic
                     missing = f"no baseline has a PSNR on the {subset} tiles"
             for name in (a, b):
                 if not missing and not (per_tile["variant"] == name).any():
-                    missing = f"{name} did not run" + (f" ({notes[name]})" if notes.get(name) else "")
+                    missing = f"{name} did not run" + (f": {notes[name]}" if notes.get(name) else "")
             for metric in PAIRED_METRICS:
                 row = {"subset": subset, "comparison": label, "a": a, "b": b, "metric": metric}
                 if missing:

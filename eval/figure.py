@@ -22,8 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from gac_pipeline.data import DEFAULT_DATA_DIR
-
 # Layout in pixels (the figure is drawn at DPI, so 1 figure pixel = 1 image pixel).
 DPI = 100
 PAD = 8  # between and around panels
@@ -45,7 +43,7 @@ def grid_size(n_tiles: int, tile_px: int, scale: int = DEFAULT_SCALE) -> tuple[i
     return width, height
 
 
-def figure_pairs(data_dir: str | Path = DEFAULT_DATA_DIR, tiles: int | None = None, *,
+def figure_pairs(data_dir: str | Path, tiles: int | None = None, *,
                  include_cloudy: bool = False) -> list:
     """The pairs to draw: the clear evaluation pairs (or every one), sorted by name, the first ``tiles``.
 
@@ -63,14 +61,14 @@ def figure_pairs(data_dir: str | Path = DEFAULT_DATA_DIR, tiles: int | None = No
     return sorted(pairs, key=lambda info: info.name)[:tiles]
 
 
-def render_grid(out: str | Path, data_dir: str | Path = DEFAULT_DATA_DIR, preset: str = "mini", *,
+def render_grid(out: str | Path, data_dir: str | Path | None = None, preset: str = "mini", *,
                 tiles: int | None = None, seed: int = 0, scale: int = DEFAULT_SCALE,
                 include_cloudy: bool = False) -> Path:
     """Run the pipeline on the chosen tiles and write the grid PNG to ``out``.
 
     Args:
         out: PNG path (its folder is created).
-        data_dir: Dataset folder (its test split, else every pair).
+        data_dir: Dataset folder (its test split, else every pair); None: the bundled data.
         preset: ``mini``, ``hub``, a pipeline folder or ``repo@revision``.
         tiles: Draw only the first N tiles.
         seed: Seeds the pipeline, as in ``python -m eval``.
@@ -87,12 +85,14 @@ def render_grid(out: str | Path, data_dir: str | Path = DEFAULT_DATA_DIR, preset
     if (tiles is not None and tiles < 1) or scale < 1:
         raise ValueError(f"tiles and scale must be positive, got {tiles} and {scale}")
     from eval.ablation import run_pipeline, scored_pairs
-    from gac_pipeline.data import PairDataset, scene_clusters
-    from gac_pipeline.display import rgb_composite, sar_false_colour
+    from gac_pipeline.bands import REFLECTANCE_SCALE
+    from gac_pipeline.data import DEFAULT_DATA_DIR, PairDataset, scene_clusters
+    from gac_pipeline.display import RGB_MAX_REFLECTANCE, SAR_STRETCH_DB, rgb_composite, sar_false_colour
     from gac_pipeline.metrics import psnr, sharpness, structure_r
     from gac_pipeline.presets import load_preset
     from gac_pipeline.stages.terramind_common import seed_everything
 
+    data_dir = DEFAULT_DATA_DIR if data_dir is None else data_dir
     pairs = figure_pairs(data_dir, tiles, include_cloudy=include_cloudy)
     # Cluster ids as in per_tile.csv: over every evaluated pair.
     names = [info.name for info in scored_pairs(data_dir)]
@@ -121,7 +121,8 @@ def render_grid(out: str | Path, data_dir: str | Path = DEFAULT_DATA_DIR, preset
     state = "trained" if pipeline.config.trained else "UNTRAINED (random weights)"
     footer = (f"{pipeline.label.split(':')[0]} ({state}), seed {seed}. Under each stage: PSNR (dB, B02/B03/B04/B08)"
               " · r = structure_r · sharp = sharpness, both against the real tile (sharpness 1 = as sharp as real)."
-              " Fixed stretches: optical DN 0..3000; SAR VV -25..0, VH -32..-5, VV−VH 0..15 dB.")
+              f" Fixed stretches: optical DN 0..{RGB_MAX_REFLECTANCE * REFLECTANCE_SCALE:.0f}; SAR "
+              + ", ".join(f"{name} {low:g}..{high:g}" for name, (low, high) in SAR_STRETCH_DB.items()) + " dB.")
     tile_px = max(max(image.shape[:2]) for _, panels, _ in rows for image in panels) // scale
     _draw(rows, out, tile_px=tile_px, scale=scale, footer=footer)
     return out
@@ -176,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m eval.figure",
                                      description="Grid of test tiles: SAR | opt_v1 | opt_v2 | opt_v3 | real.")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="dataset folder (test split, else all)")
+    parser.add_argument("--data", type=Path, help="dataset folder (test split, else all); default: the bundled "
+                                                  "data/bigearthnet")
     parser.add_argument("--preset", default="mini", help="mini (embedded), hub, a pipeline folder or repo@rev")
     parser.add_argument("--tiles", type=int, help="draw only the first N tiles (sorted by name)")
     parser.add_argument("--seed", type=int, default=0)
@@ -187,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from gac_pipeline.io import InputError
+    from gac_pipeline.io import InputError  # imported here so `--help` is instant
 
     try:
         out = render_grid(args.out, args.data, args.preset, tiles=args.tiles, seed=args.seed, scale=args.scale,

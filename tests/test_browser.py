@@ -84,5 +84,6 @@ def test_translate_an_example_then_see_the_evaluation_chart(page):
     expect(page.locator("#ablation-table")).to_contain_text("v1+v2+v3")
     charts = page.locator(".js-plotly-plot")
     expect(charts.first).to_be_visible()
-    expect(charts).to_have_count(5)  # PSNR, SSIM, SAM, SAR-edge and the per-tile distribution
+    expect(charts).to_have_count(6)  # PSNR vs sharpness, PSNR, SSIM, SAM, SAR-edge and the per-tile distribution
+    expect(page.locator("#paired-table")).to_contain_text("v1+v2 - v1")
     expect(page.get_by_text("untrained model").first).to_be_visible()

@@ -3,14 +3,30 @@
 import math
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
+from eval import figure
 from eval.__main__ import main
-from eval.ablation import PER_TILE_COLUMNS, SUMMARY_COLUMNS, VARIANTS, load_results, run_ablation
+from eval.ablation import (
+    COMPARISONS,
+    PAIRED_COLUMNS,
+    PAIRED_METRICS,
+    PER_TILE_COLUMNS,
+    SUMMARY_COLUMNS,
+    VARIANTS,
+    cluster_bootstrap,
+    load_results,
+    paired_differences,
+    run_ablation,
+    summarise,
+)
 from gac_pipeline.control import ControlConfig, UNetControl
-from gac_pipeline.data import DEFAULT_DATA_DIR, evaluation_pairs, list_pairs
+from gac_pipeline.data import DEFAULT_DATA_DIR, PairDataset, evaluation_pairs, list_pairs, scene_clusters
+from gac_pipeline.display import rgb_composite, sar_false_colour
 from gac_pipeline.references import References
 from tests.conftest import build_tiny_pipeline
 from training.common import load_split
@@ -45,26 +61,54 @@ def result(preset, tmp_path_factory):
                              progress=False)
 
 
+def _subset(frame, subset):
+    return frame[frame["subset"] == subset].set_index("variant")
+
+
 def test_files_variants_and_intervals(result):
     out, res = result
     assert VARIANTS == tuple(EXPECTED_ORDER)
-    for name in ("per_tile.csv", "summary.csv", "meta.json"):
+    for name in ("per_tile.csv", "summary.csv", "paired.csv", "meta.json"):
         assert (out / name).is_file()
     summary = res.summary
     assert list(summary.columns) == SUMMARY_COLUMNS
-    assert summary["variant"].tolist() == EXPECTED_ORDER
-    assert (summary["n"] == 3).all()
-    for metric in ("psnr", "ssim", "sam_deg"):
-        assert summary[metric].notna().all()
-        assert (summary[f"{metric}_lo"] <= summary[metric] + 1e-9).all()
-        assert (summary[metric] <= summary[f"{metric}_hi"] + 1e-9).all()
+    assert summary["variant"].tolist() == EXPECTED_ORDER * 3
+    assert summary["subset"].tolist() == ["clear"] * 7 + ["cloudy"] * 7 + ["all"] * 7
+    everything = _subset(summary, "all")
+    assert (everything["n"] == 3).all() and (everything["n_clusters"] == 3).all()
+    for metric in ("psnr", "ssim", "sam_deg", "structure_r", "edge_r", "sharpness"):
+        assert everything[metric].notna().all()
+        assert (everything[f"{metric}_lo"] <= everything[metric] + 1e-9).all()
+        assert (everything[metric] <= everything[f"{metric}_hi"] + 1e-9).all()
     # A constant image has no edges: the SAR-edge score is undefined there, and said so.
-    mean_row = summary.set_index("variant").loc["mean_baseline"]
+    mean_row = everything.loc["mean_baseline"]
     assert math.isnan(mean_row["sar_edge"]) and "sar_edge undefined" in mean_row["note"]
-    assert summary.set_index("variant").loc["v1+v2+v3", "sar_edge"] == pytest.approx(
+    assert mean_row["structure_r"] == 0 and mean_row["sharpness"] == 0  # flat: no structure, no texture
+    assert everything.loc["v1+v2+v3", "sar_edge"] == pytest.approx(
         res.per_tile.query("variant == 'v1+v2+v3'")["sar_edge"].mean())
-    assert "pipeline untrained" in summary.set_index("variant").loc["v1", "note"]
-    assert "control untrained" in summary.set_index("variant").loc["unet_control", "note"]
+    assert everything.loc["v1+v2+v3", "sharpness"] == pytest.approx(
+        res.per_tile.query("variant == 'v1+v2+v3'")["sharpness"].mean())
+    assert "pipeline untrained" in everything.loc["v1", "note"]
+    assert "control untrained" in everything.loc["unet_control", "note"]
+
+
+def test_subsets_split_clear_and_cloudy_tiles(result):
+    _, res = result
+    per_tile = res.per_tile
+    clear_tiles = per_tile[per_tile["clear_land"].eq(True)]
+    cloudy_tiles = per_tile[per_tile["clear_land"].eq(False)]
+    assert not clear_tiles.empty and not cloudy_tiles.empty  # the first 3 test tiles have both kinds
+    for subset, tiles in (("clear", clear_tiles), ("cloudy", cloudy_tiles)):
+        rows = _subset(res.summary, subset)
+        v1 = tiles[tiles["variant"] == "v1"]
+        assert rows.loc["v1", "n"] == len(v1) and rows.loc["v1", "n_clusters"] == v1["cluster"].nunique()
+        assert rows.loc["v1", "psnr"] == pytest.approx(v1["psnr"].mean())
+    # The cloudy tile is alone in its cluster: a mean, no interval, and the note says why.
+    cloudy = _subset(res.summary, "cloudy").loc["v1"]
+    assert cloudy["n"] == 1 and math.isnan(cloudy["psnr_lo"]) and "one scene cluster" in cloudy["note"]
+    counts = res.meta["bootstrap"]["subsets"]
+    assert counts["all"] == {"tiles": 3, "clusters": 3}
+    assert counts["clear"]["tiles"] + counts["cloudy"]["tiles"] == 3
 
 
 def test_per_tile_rows_are_test_split_tiles(result):
@@ -72,7 +116,10 @@ def test_per_tile_rows_are_test_split_tiles(result):
     per_tile = res.per_tile
     assert list(per_tile.columns) == PER_TILE_COLUMNS
     assert len(per_tile) == 7 * 3
-    assert per_tile[["psnr_12", "ssim_12", "sam_deg_12", "sar_edge_reference"]].notna().all().all()
+    assert per_tile[["psnr_12", "ssim_12", "sam_deg_12", "sar_edge_reference", "structure_r", "edge_r",
+                     "sharpness"]].notna().all().all()
+    names = res.meta["tiles"]
+    assert per_tile.drop_duplicates("tile")["cluster"].tolist() == scene_clusters(names)
     test_names = {info.name for info in list_pairs(DEFAULT_DATA_DIR, "test")}
     assert set(per_tile["tile"]) <= test_names
     assert res.meta["tiles"] == [info.name for info in evaluation_pairs(DEFAULT_DATA_DIR)[:3]]
@@ -85,7 +132,12 @@ def test_meta_records_provenance(result):
     _, res = result
     meta = res.meta
     assert meta["n_tiles"] == 3 and meta["seed"] == 0 and meta["trained"] is False
-    assert meta["bootstrap"] == {"samples": 200, "ci": 0.95, "seed": 0}
+    bootstrap = meta["bootstrap"]
+    assert {key: bootstrap[key] for key in ("samples", "ci", "seed", "unit", "n_clusters")} == {
+        "samples": 200, "ci": 0.95, "seed": 0, "unit": "scene clusters", "n_clusters": 3}
+    assert meta["headline_subset"] == "clear" and sorted(tile for cluster in meta["clusters"] for tile in cluster) == sorted(meta["tiles"])
+    assert set(meta["sar_edge_ceiling_by_subset"]) == {"clear", "cloudy", "all"}
+    assert meta["sar_edge_ceiling_by_subset"]["all"] == meta["sar_edge_ceiling"]
     assert meta["bands"] == "B02,B03,B04,B08"
     assert meta["references_source"].startswith("bundled train split")
     ceiling = meta["sar_edge_ceiling"]
@@ -98,6 +150,7 @@ def test_load_results_round_trip(result, tmp_path):
     out, res = result
     loaded = load_results(out)
     pd.testing.assert_frame_equal(loaded.summary, res.summary, check_dtype=False)
+    pd.testing.assert_frame_equal(loaded.paired, res.paired, check_dtype=False)
     assert len(loaded.per_tile) == len(res.per_tile)
     assert loaded.meta["tiles"] == res.meta["tiles"]
     with pytest.raises(FileNotFoundError, match="no ablation results"):
@@ -109,6 +162,7 @@ def test_same_seed_same_summary(result, preset, tmp_path):
     again = run_ablation(DEFAULT_DATA_DIR, preset=str(preset), out_dir=tmp_path, max_tiles=3, bootstrap=200,
                          progress=False)
     pd.testing.assert_frame_equal(again.summary, res.summary)
+    pd.testing.assert_frame_equal(again.paired, res.paired)
 
 
 def test_folder_without_index_evaluates_every_pair(preset, tmp_path):
@@ -117,8 +171,12 @@ def test_folder_without_index_evaluates_every_pair(preset, tmp_path):
         shutil.copytree(info.directory, data / info.name)
     res = run_ablation(data, preset=str(preset), out_dir=tmp_path / "out", bootstrap=50, progress=False)
     assert res.meta["n_tiles"] == 2 and "no splits" in res.meta["split"]
-    assert (res.summary["n"] == 2).all()
     assert res.per_tile["clear_land"].isna().all()  # nothing known without an index
+    assert (_subset(res.summary, "all")["n"] == 2).all()
+    for subset in ("clear", "cloudy"):  # unknown clear_land: only in "all"
+        rows = _subset(res.summary, subset)
+        assert (rows["n"] == 0).all() and rows["psnr"].isna().all()
+        assert rows["note"].str.contains(f"no {subset} tiles").all()
 
 
 def test_preset_without_references_keeps_rows_and_cli_prints(bare_preset, tmp_path, capsys):
@@ -127,12 +185,20 @@ def test_preset_without_references_keeps_rows_and_cli_prints(bare_preset, tmp_pa
     assert rc == 0
     printed = capsys.readouterr().out
     assert "unet_control" in printed and "SAR-edge of the real optical" in printed
-    summary = load_results(tmp_path).summary.set_index("variant")
+    loaded = load_results(tmp_path)
+    summary = _subset(loaded.summary, "all")
     for variant in ("mean_baseline", "linear_baseline", "unet_control"):
         assert summary.loc[variant, "n"] == 0
-        assert summary.loc[variant, ["psnr", "ssim", "sam_deg", "sar_edge"]].isna().all()
+        assert summary.loc[variant, ["psnr", "ssim", "sam_deg", "sar_edge", "sharpness"]].isna().all()
         assert "no references" in summary.loc[variant, "note"]
     assert summary.loc["v1", "n"] == 1
+    # Differences with a variant that did not run: n = 0 and the reason, never numbers.
+    paired = loaded.paired[loaded.paired["subset"] == "all"].set_index(["comparison", "metric"])
+    control = paired.loc[("v1+v2+v3 - unet_control", "psnr")]
+    assert control["n"] == 0 and math.isnan(control["mean_diff"]) and "unet_control did not run" in control["note"]
+    baseline = paired.loc[("v1+v2+v3 - best baseline", "psnr")]
+    assert baseline["n"] == 0 and "no baseline" in baseline["note"]
+    assert paired.loc[("v1+v2 - v1", "psnr"), "n"] == 1
 
 
 @pytest.mark.parametrize("case", ["missing folder", "no pairs"])
@@ -150,3 +216,130 @@ def test_cli_unknown_preset_exits_2(tmp_path, capsys):
                  "--out", str(tmp_path / "out"), "--max-tiles", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "no-such-preset" in err and "\n" not in err
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_cluster_bootstrap_draws_whole_clusters():
+    """Tiles of one cluster are drawn together: only cluster mixtures appear as replicates."""
+    values, clusters = [0.0, 0.0, 10.0], [0, 0, 1]
+    estimate = cluster_bootstrap(values, clusters, seed=0, resamples=500)
+    assert estimate.mean == pytest.approx(10 / 3) and (estimate.n, estimate.n_clusters) == (3, 2)
+    # Two clusters drawn with replacement: {A, A} -> 0, {A, B} -> 10/3, {B, B} -> 10. Resampling
+    # the three tiles instead also gives 20/3 (tiles 0, 10, 10).
+    replicates = set(np.round(estimate.distribution, 9))
+    assert replicates == {0.0, round(10 / 3, 9), 10.0}
+    assert (estimate.lo, estimate.hi) == (0.0, 10.0)
+    tiles = cluster_bootstrap(values, [0, 1, 2], seed=0, resamples=500)
+    assert round(20 / 3, 9) in set(np.round(tiles.distribution, 9))
+
+
+def test_cluster_bootstrap_interval_narrows_with_independent_clusters():
+    """The same values: as one cluster per pair of equal tiles, and as independent tiles."""
+    values = np.repeat(np.arange(6.0), 2)  # each value twice
+    paired = cluster_bootstrap(values, np.repeat(np.arange(6), 2), seed=1, resamples=2000)
+    single = cluster_bootstrap(values, np.arange(12), seed=1, resamples=2000)
+    assert paired.mean == single.mean == pytest.approx(2.5)
+    # Twins counted as independent evidence make the interval too narrow.
+    assert (paired.hi - paired.lo) > 1.2 * (single.hi - single.lo)
+
+
+def test_cluster_bootstrap_edge_cases():
+    one = cluster_bootstrap([1.0, 3.0], [4, 4], seed=0, resamples=50)
+    assert one.mean == 2.0 and one.lo is None and one.hi is None and one.n_clusters == 1
+    assert cluster_bootstrap([np.nan, np.nan], [0, 1]).mean is None
+    skip = cluster_bootstrap([1.0, np.nan, 3.0, 5.0], [0, 1, 1, 2], seed=0, resamples=50)
+    assert skip.mean == 3.0 and skip.n == 3 and skip.n_clusters == 3
+    again = cluster_bootstrap([1.0, np.nan, 3.0, 5.0], [0, 1, 1, 2], seed=0, resamples=50)
+    assert (again.lo, again.hi) == (skip.lo, skip.hi)  # seeded
+
+
+def _hand_made_per_tile() -> pd.DataFrame:
+    """Three tiles (two touching: one cluster), clear, clear, cloudy; v1 and v1+v2 and the two baselines."""
+    rows = []
+    scores = {"v1": [20.0, 22.0, 10.0], "v1+v2": [21.0, 25.0, 9.0], "mean_baseline": [19.0, 19.0, 14.0],
+              "linear_baseline": [18.0, 21.0, 13.0]}
+    for variant, psnrs in scores.items():
+        for tile, cluster, clear, value in zip(("a_1_1", "a_1_2", "b_5_5"), (0, 0, 1), (True, True, False), psnrs,
+                                               strict=True):
+            rows.append({"variant": variant, "tile": tile, "cluster": cluster, "clear_land": clear, "psnr": value,
+                         "ssim": value / 100, "sam_deg": 1.0, "sar_edge": np.nan, "structure_r": value / 50,
+                         "edge_r": 0.1, "sharpness": value / 40, "lpips": np.nan, "psnr_12": value,
+                         "ssim_12": 0.5, "sam_deg_12": 1.0, "sar_edge_reference": 0.2, "sar_edge_gap": np.nan})
+    per_tile = pd.DataFrame(rows, columns=PER_TILE_COLUMNS)
+    per_tile.loc[(per_tile["variant"] == "v1+v2") & (per_tile["tile"] == "a_1_1"), "sharpness"] = np.nan
+    return per_tile
+
+
+def test_paired_differences_are_means_of_per_tile_differences():
+    per_tile = _hand_made_per_tile()
+    summary = summarise(per_tile, seed=0, bootstrap=100)
+    paired = paired_differences(per_tile, summary, seed=0, bootstrap=100)
+    assert list(paired.columns) == PAIRED_COLUMNS
+    assert len(paired) == 3 * len(COMPARISONS) * len(PAIRED_METRICS)
+    rows = paired.set_index(["subset", "comparison", "metric"])
+    # v1+v2 - v1: per tile +1, +3 (clear), -1 (cloudy).
+    assert rows.loc[("clear", "v1+v2 - v1", "psnr"), "mean_diff"] == pytest.approx(2.0)
+    assert rows.loc[("all", "v1+v2 - v1", "psnr"), "mean_diff"] == pytest.approx(1.0)
+    assert rows.loc[("all", "v1+v2 - v1", "structure_r"), "mean_diff"] == pytest.approx(1.0 / 50)
+    # Sharpness of v1+v2 is undefined on one tile: the difference is over the tiles where both are
+    # defined ((25 - 22) / 40 and (9 - 10) / 40), not a difference of the two variants' means.
+    sharp = rows.loc[("all", "v1+v2 - v1", "sharpness")]
+    assert sharp["mean_diff"] == pytest.approx(1 / 40) and sharp["n"] == 2 and "undefined on 1 of 3" in sharp["note"]
+    clear = rows.loc[("clear", "v1+v2 - v1", "psnr")]
+    assert (clear["n"], clear["n_clusters"]) == (2, 1) and math.isnan(clear["lo"])  # one cluster: no interval
+    assert "one scene cluster" in clear["note"]
+    everything = rows.loc[("all", "v1+v2 - v1", "psnr")]
+    assert (everything["n"], everything["n_clusters"]) == (3, 2)
+    assert everything["lo"] == pytest.approx(-1.0) and everything["hi"] == pytest.approx(2.0)  # {cloudy}, {pair}
+    # The best baseline is picked per subset by mean PSNR: clear 19.5 (linear) > 19 (mean image),
+    # cloudy 14 (mean image) > 13 (linear).
+    assert rows.loc[("clear", "v1+v2+v3 - best baseline", "psnr"), "b"] == "linear_baseline"
+    assert rows.loc[("cloudy", "v1+v2+v3 - best baseline", "psnr"), "b"] == "mean_baseline"
+    # v1+v2+v3 and the control did not run here: rows with n = 0 and a note, no numbers.
+    missing = rows.loc[("all", "v1+v2+v3 - unet_control", "psnr")]
+    assert missing["n"] == 0 and math.isnan(missing["mean_diff"]) and "did not run" in missing["note"]
+
+
+def test_paired_differences_match_per_tile_csv(result):
+    _, res = result
+    per_tile = res.per_tile.set_index(["variant", "tile"])
+    for (a, b) in (("v1+v2", "v1"), ("v1+v2+v3", "unet_control")):
+        for metric in ("psnr", "ssim", "structure_r", "sharpness"):
+            differences = per_tile.loc[a, metric] - per_tile.loc[b, metric]
+            row = res.paired.query("subset == 'all' and a == @a and b == @b and metric == @metric").iloc[0]
+            assert row["mean_diff"] == pytest.approx(differences.mean()) and row["n"] == 3
+            assert row["lo"] <= row["mean_diff"] + 1e-9 <= row["hi"] + 2e-9
+    best = res.paired.query("subset == 'all' and comparison == 'v1+v2+v3 - best baseline'")["b"].iloc[0]
+    means = _subset(res.summary, "all").loc[["mean_baseline", "linear_baseline"], "psnr"]
+    assert best == means.idxmax()
+
+
+# ----------------------------------------------------------------------------- figure
+
+
+def test_figure_writes_a_grid_of_the_expected_size(preset, tmp_path, capsys):
+    out = tmp_path / "grid" / "grid.png"
+    assert figure.main(["--out", str(out), "--preset", str(preset), "--tiles", "2"]) == 0
+    assert str(out) in capsys.readouterr().out
+    image = np.asarray(Image.open(out).convert("RGB"))
+    panel = 120 * figure.DEFAULT_SCALE
+    height = figure.HEADER + 2 * (figure.ROW_TITLE + panel + figure.CAPTION) + figure.FOOTER
+    assert image.shape == (height, 5 * panel + 6 * figure.PAD, 3)
+    assert image.shape[:2][::-1] == figure.grid_size(2, 120)
+    # The first two clear test tiles, sorted by name; panels are exact nearest-neighbour upscales.
+    pairs = sorted((info for info in evaluation_pairs(DEFAULT_DATA_DIR) if info.clear_land), key=lambda i: i.name)
+    item = PairDataset(pairs[:1])[0]
+    top, scale = figure.HEADER + figure.ROW_TITLE, figure.DEFAULT_SCALE
+    sar = image[top:top + panel, figure.PAD:figure.PAD + panel]
+    assert np.array_equal(sar, sar_false_colour(item["s1"].numpy()).repeat(scale, 0).repeat(scale, 1))
+    left = figure.PAD + 4 * (panel + figure.PAD)
+    real = image[top:top + panel, left:left + panel]
+    assert np.array_equal(real, rgb_composite(item["s2"].numpy()).repeat(scale, 0).repeat(scale, 1))
+
+
+def test_figure_cli_bad_input_exits_2(tmp_path, capsys):
+    assert figure.main(["--out", str(tmp_path / "g.png"), "--data", str(tmp_path / "nothing")]) == 2
+    assert "nothing" in capsys.readouterr().err
+    assert figure.main(["--out", str(tmp_path / "g.png"), "--tiles", "0"]) == 2

@@ -58,6 +58,32 @@ def test_stage2_residual_conditioning_and_lora_count():
     assert frozen_base == []
 
 
+def test_unseen_month_and_biome_act_as_unknown_and_say_so():
+    _, c2, _ = tiny_configs()
+    c2.seen_months, c2.seen_biomes = [0, 6], [0, 4]
+    stage = Stage2Prithvi.build(c2)
+    torch.nn.init.normal_(stage.head.out.weight, std=0.05)
+    for film in stage.head.films:
+        torch.nn.init.normal_(film.to_scale_shift.weight, std=0.5)
+    opt_v1 = torch.rand(1, 12, 32, 32) * 3000
+
+    def run(month, biome):
+        return stage(opt_v1, month=torch.tensor([month]), biome=torch.tensor([biome]))
+
+    unknown = run(0, 0)
+    assert torch.equal(run(3, 0), unknown) and torch.equal(run(0, 2), unknown) and torch.equal(run(3, 2), unknown)
+    assert not torch.allclose(run(6, 0), unknown) and not torch.allclose(run(0, 4), unknown)
+    assert stage.conditioning_notes(3, 2) == ["stage 2: month 3 not seen in training: used unknown",
+                                              "stage 2: biome temperate_oceanic not seen in training: used unknown"]
+    assert stage.conditioning_notes(6, 4) == [] and stage.conditioning_notes(None, 0) == []
+
+    pipeline = build_tiny_pipeline()
+    pipeline.stage2.config.seen_months = [0, 6]
+    notes = pipeline(_s1(32, 32)[0].numpy(), month=3, biome="alpine").notes
+    assert "stage 2: month 3 not seen in training: used unknown" in notes
+    assert not any("month" in n for n in pipeline(_s1(32, 32)[0].numpy(), month=3, stages=("1", "3")).notes)
+
+
 def test_stage2_8bit_backbone_close_to_full_precision():
     _, c2, _ = tiny_configs()
     torch.manual_seed(0)

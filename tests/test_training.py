@@ -1,19 +1,20 @@
 """Stage-1 training script: 2 steps on the bundled tiles, loadable output, log, resume."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from gac_pipeline.configs import PipelineConfig
 from gac_pipeline.data import DEFAULT_DATA_DIR, PairDataset, list_pairs
 from gac_pipeline.pipeline import GACPipeline
-from training import common, train_stage1
+from training import common, cv, train_stage1
 from training.init_presets import mini_pipeline
 
-SMOKE = ["--data", str(DEFAULT_DATA_DIR), "--batch-size", "2", "--crop", "32", "--eval-every", "1",
-         "--max-val-tiles", "2"]
+SMOKE = ["--data", str(DEFAULT_DATA_DIR), "--batch-size", "2", "--crop", "32", "--eval-every", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     mini_pipeline().save_pretrained(root / "untrained")  # stages 2/3 come from here, untrained
     out = root / "stage1"
-    summary = train_stage1.main([*SMOKE, "--out", str(out), "--max-steps", "2", "--init-from", str(root / "untrained")])
+    summary = train_stage1.main([*SMOKE, "--out", str(out), "--max-steps", "2", "--init-from", str(root / "untrained"),
+                                 "--fold", "0"])
     return out, summary
 
 
@@ -38,8 +40,8 @@ def test_output_is_a_loadable_pipeline(trained):
     for image in (result.opt_v1, result.opt_v2, result.opt_v3):
         assert image.shape == (12, 120, 120)
         assert np.isfinite(image).all()
-    assert summary["steps"] == 2 and summary["val_tiles"] == 2
-    assert np.isfinite(summary["val_psnr"]) and np.isfinite(summary["baseline_psnr"])
+    assert summary["steps"] == 2 and summary["train_tiles"] + summary["held_out_tiles"] == 32
+    assert np.isfinite(summary["held_out_psnr"])
 
 
 def test_log_and_checkpoint(trained):
@@ -52,13 +54,16 @@ def test_log_and_checkpoint(trained):
     state = common.load_checkpoint(work / common.CHECKPOINT_FILE)  # weights_only=True
     assert state["step"] == 2 and set(state) >= {"model", "optimizer", "scheduler", "best_model"}
     assert not list(out.rglob("*.pt"))  # pipeline folders refuse pickles
+    held_out = load_file(work / cv.HELDOUT_FILE)  # the fold run's predictions for its held-out tiles, by step
+    record = json.loads((work / cv.FOLD_FILE).read_text())
+    assert set(held_out) == {f"{step}/{name}" for step in (0, 1, 2) for name in record["held_out"]}
 
 
 def test_resume_continues_from_saved_step(trained, tmp_path):
     out, _ = trained
     work = out.parent / f"{out.name}_train"
     summary = train_stage1.main([*SMOKE, "--out", str(out), "--max-steps", "3", "--resume",
-                                 "--init-from", str(out.parent / "untrained")])
+                                 "--init-from", str(out.parent / "untrained"), "--fold", "0"])
     assert summary["steps"] == 3
     with open(work / common.LOG_FILE) as file:
         assert [int(r["step"]) for r in csv.DictReader(file)] == [0, 1, 2, 3]

@@ -1,5 +1,6 @@
 """The whole GAC-mini training chain in smoke size, the stage options, losses, resume and DDP."""
 
+import argparse
 import csv
 import json
 import os
@@ -13,11 +14,11 @@ import yaml
 from safetensors.torch import load_file
 
 from gac_pipeline import metrics
-from gac_pipeline.data import DEFAULT_DATA_DIR, PairDataset, list_pairs
+from gac_pipeline.data import DEFAULT_DATA_DIR, PairDataset, list_pairs, scene_clusters
 from gac_pipeline.pipeline import GACPipeline
 from gac_pipeline.references import References
 from tests.conftest import tiny_configs
-from training import common, losses, precompute_stage1, train_mini, train_stage1, train_stage2, train_stage3
+from training import common, cv, losses, train_mini, train_stage1, train_stage2, train_stage3
 
 SMOKE = train_mini.SMOKE_ARGS
 
@@ -34,46 +35,88 @@ def test_chain_writes_a_loadable_labelled_preset_with_references(chain):
     pipeline = GACPipeline.from_pretrained(root / "preset")
     assert pipeline.config.trained and pipeline.config.name == "GAC-mini"
     assert all(s.config.trained for s in (pipeline.stage1, pipeline.stage2, pipeline.stage3))
-    assert "trained from random init on 18 real BigEarthNet clear_land tiles" in pipeline.config.description
+    assert "trained from random init on 32 real BigEarthNet clear_land tiles" in pipeline.config.description
     for key in ("1", "2", "3"):
         assert f"stage {key}: " in pipeline.config.description
     references = References.load(root / "preset")
-    assert references.control is not None and references.train_tiles == 18
+    assert references.control is not None and references.train_tiles == 32
     assert record["control_parameters"] <= record["chain_parameters"]
-    assert set(record["seconds"]) == {"stage1", "precompute_stage1", "stage2", "stage3", "control"}
+    assert set(record["chosen_steps"]) == {"stage1", "stage2", "stage3", "control"}
     saved = json.loads((root / "preset" / train_mini.TRAINING_RECORD).read_text())
-    assert saved["train_tiles"] == 18
+    assert saved["train_tiles"] == 32 and len(saved["folds"]) == 3
+    assert all(row["step"] > 0 for row in saved["cross_validation"]["stage1"] if row["eligible"])
     item = PairDataset(list_pairs(DEFAULT_DATA_DIR, "validation")[:1])[0]
     result = pipeline(item["s1"].numpy(), month=item["month"])
     assert all(np.isfinite(image).all() for image in (result.opt_v1, result.opt_v2, result.opt_v3))
 
 
-def test_training_tiles_get_out_of_fold_stage1_outputs(chain):
+def test_fold_models_never_train_on_a_held_out_scene_cluster(chain):
+    """From the fold runs' own tile lists: no cluster is on both sides, and every pool tile is held out once."""
     root, _ = chain
-    manifest = json.loads((root / "work" / "opt_v1" / precompute_stage1.MANIFEST_FILE).read_text())
-    train = common.load_split(DEFAULT_DATA_DIR, "train")
-    for name in train.names:
-        assert "never trained on this tile" in manifest[name]
-    validation = common.load_split(DEFAULT_DATA_DIR, "validation")
-    assert all("validation split" in manifest[name] for name in validation.names)
+    pool = common.load_pool(DEFAULT_DATA_DIR)
+    cluster = dict(zip(pool.names, scene_clusters(pool.names), strict=True))
+    for stage in ("stage1", "stage2", "stage3", "control"):
+        held_out_anywhere = []
+        for fold in range(3):
+            record = json.loads((root / "work" / stage / f"fold{fold}_train" / cv.FOLD_FILE).read_text())
+            trained, held_out = set(record["trained_on"]), set(record["held_out"])
+            assert trained and held_out and not trained & held_out
+            assert not {cluster[n] for n in trained} & {cluster[n] for n in held_out}
+            assert trained | held_out == set(pool.names)
+            held_out_anywhere += record["held_out"]
+        assert sorted(held_out_anywhere) == sorted(pool.names)
     test_names = {p.name for p in list_pairs(DEFAULT_DATA_DIR, "test")}
-    assert not test_names & set(manifest)  # the test split is never read
-    stored = load_file(root / "work" / "opt_v1" / precompute_stage1.OPT_V1_FILE)
-    assert stored[train.names[0]].shape == (12, 120, 120)
+    assert not test_names & set(pool.names)  # the test split is never read
 
 
-def test_folds_partition_the_tiles():
-    members = [common.fold_members(10, 3, fold) for fold in range(3)]
-    assert sorted(i for fold in members for i in fold) == list(range(10))
-    with pytest.raises(ValueError):
-        common.fold_members(10, 3, 3)
+def test_later_stages_train_on_out_of_fold_outputs(chain):
+    root, _ = chain
+    pool = common.load_pool(DEFAULT_DATA_DIR)
+    for name in ("opt_v1", "opt_v2"):
+        manifest = json.loads((root / "work" / "cv" / f"{name}_manifest.json").read_text())
+        assert all("never trained on this tile's scene cluster" in manifest[n] for n in pool.names)
+        cloudy = [p.name for p in list_pairs(DEFAULT_DATA_DIR) if p.split != "test" and not p.clear_land]
+        assert cloudy and all("left out" in manifest[n] for n in cloudy)
+        stored = load_file(root / "work" / "cv" / f"{name}.safetensors")
+        assert set(stored) == set(pool.names) and stored[pool.names[0]].shape == (12, 120, 120)
+
+
+def test_grouped_folds_keep_touching_patches_together():
+    names = ["S2A_X_T33UUP_10_10", "S2A_X_T33UUP_10_11", "S2A_X_T33UUP_11_12", "S2A_X_T33UUP_30_30",
+             "S2A_Y_T33UUP_10_12", "other_tile", "S2B_Z_5_5"]
+    assert scene_clusters(names) == [0, 0, 0, 1, 2, 3, 4]  # transitively touching; another date is another scene
+    folds = cv.grouped_folds(names, 3)
+    assert sorted(i for fold in folds for i in fold) == list(range(len(names)))
+    assert [0, 1, 2] in folds  # the 3-tile cluster stays whole
+    with pytest.raises(ValueError, match="folds"):
+        cv.grouped_folds(names, 6)
+
+
+def test_choose_step_skips_the_warm_up_and_keeps_the_identity_only_when_allowed(tmp_path):
+    pool = common.load_pool(DEFAULT_DATA_DIR)
+    folds = cv.grouped_folds(pool.names, 2)
+    mean = pool.s2.mean(dim=(0, 2, 3), keepdim=True)
+    dirs = []
+    for fold, members in enumerate(folds):
+        held_out = pool.subset(members)
+        # step 0: the truth itself (unbeatable, but inside the warm-up); step 2: the mean image; step 4: truth + noise
+        recorder = cv.HeldOutRecorder(held_out, lambda tiles: tiles.s2)
+        recorder.predictions = {0: held_out.s2.clone(), 2: mean.expand_as(held_out.s2).clone(),
+                                4: held_out.s2 + 50 * torch.randn_like(held_out.s2)}
+        args = argparse.Namespace(fold=fold, folds=2, max_steps=4, schedule_steps=4, warmup=0.25, seed=0)
+        recorder.save(tmp_path / f"fold{fold}", [], args)
+        dirs.append(tmp_path / f"fold{fold}")
+    assert cv.choose_step(pool, dirs, allow_start=True).step == 0
+    choice = cv.choose_step(pool, dirs, allow_start=False)
+    assert choice.step == 4 and set(choice.predictions) == set(pool.names)
+    assert [row["eligible"] for row in choice.table] == [False, True, True]
 
 
 def test_stage2_lora_8bit_and_unfreeze_options(chain, tmp_path):
     root, _ = chain
     work = root / "work"
-    base = [*SMOKE, "--data", str(DEFAULT_DATA_DIR), "--init-from", str(work / "stage1"), "--opt-v1",
-            str(work / "opt_v1")]
+    base = [*SMOKE, "--data", str(DEFAULT_DATA_DIR), "--init-from", str(work / "stage1" / "final"), "--opt-v1",
+            str(work / "cv")]
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({"stage2": tiny_configs()[1].to_dict()}))
     summary = train_stage2.main([*base, "--config", str(config), "--out", str(tmp_path / "lora8"),
@@ -101,9 +144,9 @@ def test_stage3_generate_mode_trains_lora_with_the_token_loss(chain, tmp_path):
     stage3 = tiny_configs("generate")[2]
     config = tmp_path / "generate.yaml"
     config.write_text(yaml.safe_dump({"stage3": stage3.to_dict()}))
-    summary = train_stage3.main([*SMOKE, "--data", str(DEFAULT_DATA_DIR), "--init-from", str(work / "stage2"),
-                                 "--opt-v1", str(work / "opt_v1"), "--config", str(config),
-                                 "--out", str(tmp_path / "s3"), "--lr", "0.05", "--max-val-tiles", "1"])
+    summary = train_stage3.main([*SMOKE, "--data", str(DEFAULT_DATA_DIR), "--init-from", str(work / "stage2" / "final"),
+                                 "--opt-v1", str(work / "cv"), "--config", str(config),
+                                 "--out", str(tmp_path / "s3"), "--lr", "0.05", "--fold", "0"])
     assert summary["steps"] == 2
     with open(tmp_path / "s3_train" / common.LOG_FILE) as file:
         rows = list(csv.DictReader(file))

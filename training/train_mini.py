@@ -34,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 import gac_pipeline  # noqa: F401  (torchvision fix before terratorch)
@@ -58,6 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--configs", type=Path, default=CONFIG_DIR, help="folder with stage1/2/3 and control YAML")
     parser.add_argument("--folds", type=int, default=3, help="cross-validation folds, grouped by scene cluster")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (default 1: the weights then do not depend on the machine's core "
+                             "count, and other work on the machine slows training fairly instead of stalling it)")
     parser.add_argument("--smoke", action="store_true", help="2 tiny steps per run (tests)")
     return parser.parse_args(argv)
 
@@ -67,6 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out
     if out.exists() and any(out.iterdir()) and not (out / PIPELINE_CONFIG).is_file():
         raise SystemExit(f"--out {out}: exists and is not a pipeline folder; refusing to replace it")
+    torch.set_num_threads(args.threads)
     work, configs = args.work_dir, args.configs
     smoke = SMOKE_ARGS if args.smoke else []
     shared = ["--data", str(args.data), "--seed", str(args.seed), "--folds", str(args.folds)]
