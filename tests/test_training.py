@@ -52,7 +52,7 @@ def test_log_and_checkpoint(trained):
     assert [int(r["step"]) for r in rows] == [0, 1, 2]  # step 0: the starting weights
     assert all(r["train_loss"] and r["psnr"] and r["ssim"] for r in rows[1:])
     state = common.load_checkpoint(work / common.CHECKPOINT_FILE)  # weights_only=True
-    assert state["step"] == 2 and set(state) >= {"model", "optimizer", "scheduler", "best_model"}
+    assert state["step"] == 2 and set(state) >= {"model", "optimizer", "scheduler", "ema", "schedule_steps"}
     assert not list(out.rglob("*.pt"))  # pipeline folders refuse pickles
     held_out = load_file(work / cv.HELDOUT_FILE)  # the fold run's predictions for its held-out tiles, by step
     record = json.loads((work / cv.FOLD_FILE).read_text())
@@ -68,6 +68,8 @@ def test_resume_continues_from_saved_step(trained, tmp_path):
     with open(work / common.LOG_FILE) as file:
         assert [int(r["step"]) for r in csv.DictReader(file)] == [0, 1, 2, 3]
     assert common.load_checkpoint(work / common.CHECKPOINT_FILE)["step"] == 3
+    # the resumed fold run keeps the held-out predictions it recorded before
+    assert {int(key.split("/")[0]) for key in load_file(work / cv.HELDOUT_FILE)} == {0, 1, 2, 3}
 
 
 def test_augment_keeps_pairs_aligned():

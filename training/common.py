@@ -77,10 +77,6 @@ class TileSet:
         return TileSet(self.s1[index], self.s2[index], self.month[index], self.biome[index],
                        [self.names[i] for i in index], {k: v[index] for k, v in self.extras.items()})
 
-    def head(self, count: int | None) -> TileSet:
-        """The first ``count`` tiles (all when None), e.g. a quick validation in smoke runs."""
-        return self if count is None else self.subset(list(range(min(count, len(self)))))
-
     def with_extra(self, name: str, values: torch.Tensor) -> TileSet:
         """A copy with one more per-tile tensor (same N, H, W as the tiles)."""
         if values.shape[0] != len(self) or values.shape[-2:] != self.s2.shape[-2:]:
@@ -340,7 +336,7 @@ def write_pipeline(args, trained: dict, key: str, summary: str) -> Path:
         args: Script options (``init_from``, ``out``, ``work_dir``).
         trained: Stage key ("1", "2", "3") -> the trained stage module.
         key: The stage this script trained; its description part becomes ``summary``.
-        summary: What was trained on what, and how well on validation.
+        summary: What was trained on what.
 
     Returns:
         The pipeline folder.

@@ -16,12 +16,15 @@ The protocol ``train_mini`` runs for every stage and for the control:
    out-of-fold inputs the next stage trains on.
 5. The final fit trains on the whole pool for the chosen number of steps, on the learning-rate
    schedule the step was chosen on (``--schedule-steps S``).
+
+Stage 2's fold k trains on opt_v1 of the other folds' tiles, which came from stage-1 fold models
+that did see fold k's targets: a second-order leak that stacking usually accepts (nested
+cross-validation would remove it at K times the cost).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,11 +90,17 @@ class HeldOutRecorder:
         tiles: The held-out tiles.
         predict: ``predict(tiles) -> (N, 12, H, W)`` DN with the model as it is now.
         with_sar: Also score the SAR-edge agreement (for stage 3's selection rule).
+        resume_from: A fold run's work folder whose earlier records a resumed run continues.
     """
 
-    def __init__(self, tiles: common.TileSet, predict, *, with_sar: bool = False):
+    def __init__(self, tiles: common.TileSet, predict, *, with_sar: bool = False, resume_from: Path | None = None):
         self.tiles, self.predict, self.with_sar = tiles, predict, with_sar
         self.predictions: dict[int, torch.Tensor] = {}
+        if resume_from is not None and (Path(resume_from) / HELDOUT_FILE).is_file():
+            # A resumed fold run keeps what it recorded before it paused.
+            stored = load_file(Path(resume_from) / HELDOUT_FILE)
+            for step in sorted({int(key.split("/")[0]) for key in stored}):
+                self.predictions[step] = torch.stack([stored[f"{step}/{name}"] for name in tiles.names])
 
     def __call__(self, step: int) -> dict[str, float]:
         prediction = self.predict(self.tiles)
@@ -108,6 +117,13 @@ class HeldOutRecorder:
                   "max_steps": args.max_steps, "schedule_steps": args.schedule_steps,
                   "warmup_steps": int(args.warmup * args.schedule_steps), "seed": args.seed}
         (directory / FOLD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def recorder_for(held_out: common.TileSet | None, predict, args, *, with_sar: bool = False) -> HeldOutRecorder | None:
+    """The ``evaluate`` of a fold run (None outside one); ``--resume`` keeps the earlier records."""
+    if held_out is None:
+        return None
+    return HeldOutRecorder(held_out, predict, with_sar=with_sar, resume_from=args.work_dir if args.resume else None)
 
 
 def tile_scores(pred_dn: torch.Tensor, tiles: common.TileSet) -> dict[str, np.ndarray]:
@@ -177,11 +193,14 @@ def choose_step(pool: common.TileSet, fold_dirs: list[Path], *, allow_start: boo
             producers[name] = f"fold {record['fold']} model (never trained on this tile's scene cluster)"
     if sorted(producers) != sorted(pool.names):
         raise ValueError("the folds' held-out tiles are not exactly the pool's tiles")
+    for key in ("schedule_steps", "warmup_steps", "seed"):
+        if len({record[key] for record in records}) > 1:
+            raise ValueError(f"the fold runs differ in {key}: {[record[key] for record in records]}")
     steps = sorted({int(key.split("/")[0]) for key in stored})
-    steps = [s for s in steps if all(f"{s}/{name}" in stored for name in pool.names)]
-    if not steps:
-        raise ValueError("the fold runs share no recorded step")
-    warmup = max(record["warmup_steps"] for record in records)
+    incomplete = [s for s in steps if not all(f"{s}/{name}" in stored for name in pool.names)]
+    if incomplete or 0 not in steps:
+        raise ValueError(f"the fold runs did not all record steps {incomplete or [0]}: re-run them")
+    warmup = records[0]["warmup_steps"]
     table = []
     for step in steps:
         scores = tile_scores(torch.stack([stored[f"{step}/{name}"] for name in pool.names]), pool)
@@ -189,7 +208,7 @@ def choose_step(pool: common.TileSet, fold_dirs: list[Path], *, allow_start: boo
         row["eligible"] = step > warmup or (step == 0 and allow_start)
         table.append(row)
     if gap_no_worse:
-        start_gap = table[0]["sar_edge_gap"] if steps[0] == 0 else math.inf
+        start_gap = table[0]["sar_edge_gap"]
         for row in table:
             row["eligible"] = row["eligible"] and row["sar_edge_gap"] <= start_gap
     eligible = [row for row in table if row["eligible"]]

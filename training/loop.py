@@ -1,20 +1,20 @@
-"""The training loop every stage script shares: options, schedule, early stopping, resume, DDP.
+"""The training loop every stage script shares: options, schedule, resume, DDP.
 
 One loop, so the stages and the one-network control train under the same rules (the control
 must get the same augmentation, loss family and step budget to be a fair comparison):
 
-- AdamW over the parameters that require grad, linear warm-up then cosine decay;
+- AdamW over the parameters that require grad, linear warm-up then cosine decay, laid over
+  ``--schedule-steps`` (default ``--max-steps``);
 - gradient accumulation, bf16 autocast with ``--amp`` (off by default: CPUs gain little);
 - optionally (``--ema``) a moving average of the weights is what gets evaluated and kept:
-  with a few dozen tiles, validation swings by dB between neighbouring checkpoints;
-- an evaluation on validation before the first step (for residual stages that is the
-  identity, so a stage that cannot improve on its input keeps its input) and every
-  ``--eval-every`` steps; the best weights by the script's selection score are kept;
-- early stopping after ``--patience`` evaluations past the warm-up without a better score;
+  with a few dozen tiles, single steps swing by dB;
+- in a cross-validation fold run, the script's ``evaluate(step)`` records the held-out tiles'
+  predictions at step 0 and every ``--eval-every`` steps (``training.cv``); the loop itself
+  never picks a step: cross-validation does, and the final fit keeps its last weights;
 - a resumable checkpoint (``weights_only`` loadable) and a CSV log in ``--work-dir``;
 - ``torch.distributed`` when launched by ``torchrun`` (gloo on CPU, nccl on GPUs): the model
   is wrapped in DistributedDataParallel, each rank draws its own batches, rank 0 evaluates,
-  logs and saves, and its stop decision is broadcast.
+  logs and saves.
 
 Batches are drawn from a generator re-seeded from (seed, rank, step) at every step, so a
 resumed run sees exactly the batches an uninterrupted run would have seen.
@@ -29,7 +29,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,7 +42,7 @@ from training import common
 
 
 def add_loop_arguments(parser: argparse.ArgumentParser, *, max_steps: int, lr: float, batch_size: int = 16,
-                       crop: int = 64, eval_every: int = 50, patience: int = 6, warmup: float = 0.3) -> None:
+                       crop: int = 64, eval_every: int = 50, warmup: float = 0.3) -> None:
     """The options every training script has, with that script's defaults."""
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="dataset folder with index.csv")
     parser.add_argument("--out", type=Path, required=True, help="folder to write (a pipeline folder for stages)")
@@ -60,8 +60,6 @@ def add_loop_arguments(parser: argparse.ArgumentParser, *, max_steps: int, lr: f
     parser.add_argument("--warmup", type=float, default=warmup, help="share of the steps spent warming up")
     parser.add_argument("--crop", type=int, default=crop, help="training crop size (multiple of 16)")
     parser.add_argument("--eval-every", type=int, default=eval_every)
-    parser.add_argument("--patience", type=int, default=patience,
-                        help="stop after this many evaluations past the warm-up without a better score (0: never)")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="decay of an exponential moving average of the weights, which is what gets "
                              "evaluated and kept (0: off; e.g. 0.98 steadies noisy small-data training)")
@@ -167,9 +165,8 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
 @dataclass
 class FitResult:
     steps: int  # steps run (including resumed ones)
-    best_step: int  # 0: the starting weights were never beaten on validation
-    best_scores: dict[str, float]
-    start_scores: dict[str, float]  # validation before the first step
+    scores: dict[str, float]  # evaluate()'s scores at the last evaluated step ({} without evaluate)
+    start_scores: dict[str, float]  # at step 0
     wall_s: float
 
 
@@ -178,23 +175,18 @@ LossFn = Callable[[nn.Module, dict], torch.Tensor]
 
 def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet,
         evaluate: Callable[[int], dict[str, float]] | None, args: argparse.Namespace, run: Distributed,
-        desc: str, select: Callable[[dict, dict], float] | None = None) -> FitResult:
-    """Train ``model`` in place and leave the best weights (by ``select``) loaded.
-
-    Without ``evaluate`` (a final fit on every training tile, its step count chosen by
-    cross-validation beforehand) nothing is judged: training runs ``--max-steps`` and the weights
-    of the last step (their moving average with ``--ema``) are kept.
+        desc: str) -> FitResult:
+    """Train ``model`` in place for ``--max-steps`` and leave the final weights loaded (their
+    moving average with ``--ema``).
 
     Args:
         model: The module to train (on ``run.device``); only parameters with requires_grad train.
         loss_fn: ``loss_fn(forward_module, batch) -> scalar``; call ``forward_module`` (the DDP
             wrapper when distributed) for the forward pass so gradients are synchronised.
         tiles: Training tiles; batches come from :func:`common.sample_batch` and are moved to the device.
-        evaluate: ``evaluate(step)`` -> validation scores of ``model`` as it is now (called in
-            eval mode, no grad, rank 0, at step 0 and every ``--eval-every`` steps), or None.
-        select: ``select(scores, start_scores)`` -> the number to maximise (e.g. PSNR); ``-inf``
-            disqualifies. ``start_scores`` are those of the starting weights. None: the last
-            evaluated weights win (cross-validation chooses the step count, not the loop).
+        evaluate: ``evaluate(step)`` -> scores of ``model`` as it is now (the moving average with
+            ``--ema``), called in eval mode without grad on rank 0 at step 0 and every
+            ``--eval-every`` steps; None for a final fit, which nothing judges.
         args: Options from :func:`add_loop_arguments`.
         run: From :func:`setup_distributed`.
         desc: Progress-bar label.
@@ -217,17 +209,16 @@ def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet,
     state = _Progress()
     if args.resume:
         state = _resume(checkpoint_path, model, optimizer, scheduler, args)
+    elif args.ema:
+        state.ema_state = common.trainable_state(model)
     if run.is_main:
         if not args.resume and log_path.exists():
             log_path.unlink()  # a fresh run must not append to an old run's log
-        logger = common.CsvLogger(log_path, ["step", "train_loss", "score", *LOGGED_SCORES, "lr", "elapsed_s"])
+        logger = common.CsvLogger(log_path, ["step", "train_loss", *LOGGED_SCORES, "lr", "elapsed_s"])
         if not args.resume:
-            state.start_scores = state.best_scores = _evaluate(model, evaluate, 0)
-            state.best = select(state.best_scores, state.start_scores) if select else float("-inf")
-            state.best_state = common.trainable_state(model)
-            state.ema_state = common.trainable_state(model) if args.ema else None
-            logger.log(step=0, score=state.best, lr=scheduler.get_last_lr()[0], elapsed_s=0.0,
-                       **{k: state.best_scores.get(k) for k in LOGGED_SCORES})
+            state.start_scores = state.scores = _evaluate(model, evaluate, 0)
+            logger.log(step=0, lr=scheduler.get_last_lr()[0], elapsed_s=0.0,
+                       **{k: state.scores.get(k) for k in LOGGED_SCORES})
 
     generator = torch.Generator()
     start_time, losses = time.perf_counter(), []
@@ -253,41 +244,23 @@ def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet,
         pausing = step == args.stop_after
         if step % args.eval_every and step != args.max_steps and not pausing:
             continue
-        stop = torch.zeros(1)
         if run.is_main:
             with _weights(model, state.ema_state):  # the average is what is judged and kept
-                scores = _evaluate(model, evaluate, step)
-                candidate = common.trainable_state(model)
-            score = select(scores, state.start_scores) if select else float(step)  # unjudged: the last wins
-            if score > state.best:
-                state.best, state.best_scores, state.best_step, state.bad_evals = score, scores, step, 0
-                state.best_state = candidate
-            elif step > warmup_steps:  # scores dip while the learning rate climbs: only count misses after
-                state.bad_evals += 1
-            logger.log(step=step, train_loss=sum(losses) / len(losses), score=score, lr=scheduler.get_last_lr()[0],
-                       elapsed_s=time.perf_counter() - start_time, **{k: scores.get(k) for k in LOGGED_SCORES})
+                state.scores = _evaluate(model, evaluate, step)
+            logger.log(step=step, train_loss=sum(losses) / len(losses), lr=scheduler.get_last_lr()[0],
+                       elapsed_s=time.perf_counter() - start_time, **{k: state.scores.get(k) for k in LOGGED_SCORES})
             common.save_checkpoint(checkpoint_path, model=common.trainable_state(model), optimizer=optimizer.state_dict(),
                                    scheduler=scheduler.state_dict(), schedule_steps=args.schedule_steps, **state.to_dict())
-            bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}", best=f"{state.best:.3f}")
-            stop[0] = float(bool(args.patience) and state.bad_evals >= args.patience)
-            if stop[0]:
-                bar.write(f"{desc}: early stop at step {step}, no better validation score for "
-                          f"{state.bad_evals} evaluations")
+            bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}")
         losses = []
-        if run.world_size > 1:
-            dist.broadcast(stop, src=0)
-        if stop[0] or pausing:
+        if pausing:
             break
     bar.close()
-    if run.world_size > 1:
-        # Rank 0 picked the best weights; every rank ends with them.
-        objects = [state.best_state, state.best_step, state.best_scores, state.start_scores]
-        dist.broadcast_object_list(objects, src=0)
-        state.best_state, state.best_step, state.best_scores, state.start_scores = objects
-    model.load_state_dict(state.best_state, strict=False)
+    if state.ema_state is not None:
+        model.load_state_dict(state.ema_state, strict=False)  # identical on every rank: DDP keeps weights in step
     model.eval()
-    return FitResult(steps=state.step, best_step=state.best_step, best_scores=state.best_scores,
-                     start_scores=state.start_scores, wall_s=time.perf_counter() - start_time)
+    return FitResult(steps=state.step, scores=state.scores, start_scores=state.start_scores,
+                     wall_s=time.perf_counter() - start_time)
 
 
 LOGGED_SCORES = ["psnr", "ssim", "sar_edge", "sar_edge_gap"]
@@ -296,18 +269,12 @@ LOGGED_SCORES = ["psnr", "ssim", "sar_edge", "sar_edge_gap"]
 @dataclass
 class _Progress:
     step: int = 0
-    best: float = float("-inf")
-    best_step: int = 0
-    bad_evals: int = 0
-    best_scores: dict | None = None
-    start_scores: dict | None = None
-    best_state: dict | None = None
+    scores: dict = field(default_factory=dict)
+    start_scores: dict = field(default_factory=dict)
     ema_state: dict | None = None
 
     def to_dict(self) -> dict:
-        return {"step": self.step, "best": self.best, "best_step": self.best_step, "bad_evals": self.bad_evals,
-                "best_scores": self.best_scores, "start_scores": self.start_scores, "best_model": self.best_state,
-                "ema": self.ema_state}
+        return {"step": self.step, "scores": self.scores, "start_scores": self.start_scores, "ema": self.ema_state}
 
 
 @torch.no_grad()
@@ -365,9 +332,7 @@ def _resume(path: Path, model: nn.Module, optimizer, scheduler, args) -> _Progre
             for _ in range(min(int(saved["step"]), args.schedule_steps)):
                 scheduler.step()
         print(f"--resume: schedule of {saved_schedule} -> {args.schedule_steps} steps, re-laid")
-    state = _Progress(step=int(saved["step"]), best=float(saved["best"]), best_step=int(saved["best_step"]),
-                      bad_evals=int(saved["bad_evals"]), best_scores=saved["best_scores"],
-                      start_scores=saved["start_scores"], best_state=saved["best_model"],
-                      ema_state=saved.get("ema"))
-    print(f"resumed from {path} at step {state.step} (best validation score {state.best:.3f})")
+    state = _Progress(step=int(saved["step"]), scores=saved.get("scores") or {},
+                      start_scores=saved.get("start_scores") or {}, ema_state=saved.get("ema"))
+    print(f"resumed from {path} at step {state.step}")
     return state

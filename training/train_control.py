@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
                 loss = loss + weight * term()
         return loss
 
-    recorder = None if held_out is None else cv.HeldOutRecorder(
-        held_out, lambda tiles: common.predict_tiles(model, tiles.s1, device=run.device))
+    recorder = cv.recorder_for(held_out, lambda tiles: common.predict_tiles(model, tiles.s1, device=run.device), args)
     result = loop.fit(model, loss_fn=loss_fn, tiles=train, evaluate=recorder, args=args, run=run, desc="control")
     if run.is_main:
         if recorder is not None:

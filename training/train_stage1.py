@@ -98,11 +98,10 @@ def main(argv: list[str] | None = None) -> dict:
             loss = loss + args.grad_weight * losses.gradient_l1(pred, target)
         return loss
 
-    recorder = None if held_out is None else cv.HeldOutRecorder(
-        held_out, lambda tiles: common.predict_tiles(stage, tiles.s1, device=run.device))
+    recorder = cv.recorder_for(held_out, lambda tiles: common.predict_tiles(stage, tiles.s1, device=run.device), args)
     result = loop.fit(stage, loss_fn=loss_fn, tiles=train, evaluate=recorder, args=args, run=run, desc="stage 1")
     summary = {"steps": result.steps, "train_tiles": len(train), "held_out_tiles": len(held_out or []),
-               "wall_s": result.wall_s, "out": args.out, **{f"held_out_{k}": v for k, v in result.best_scores.items()}}
+               "wall_s": result.wall_s, "out": args.out, **{f"held_out_{k}": v for k, v in result.scores.items()}}
     if run.is_main:
         if recorder is not None:
             recorder.save(args.work_dir, train.names, args)

@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     loop.add_loop_arguments(parser, max_steps=300, lr=1e-3, warmup=0.1)
     parser.add_argument("--init-from", required=True, help="pipeline folder/preset with the trained stage 1")
-    parser.add_argument("--opt-v1", type=Path, required=True, help="folder written by training.precompute_stage1")
+    parser.add_argument("--opt-v1", type=Path, required=True, help="folder with stored opt_v1 (train_mini's cross-validation, or "
+                        "training.precompute_stage1)")
     parser.add_argument("--backbone", choices=BACKBONE_CHOICES, default="auto")
     parser.add_argument("--unfreeze-last", type=int, default=0, help="also train the last N backbone blocks")
     parser.add_argument("--lora-rank", type=int, default=None, help="override the config's LoRA rank")
@@ -140,9 +141,11 @@ def main(argv: list[str] | None = None) -> dict:
     train, held_out = cv.split_pool(pool, args.folds, args.fold)
 
     stage = build_stage2(args, load_preset(str(args.init_from)).stage2.config)
-    if not args.no_conditioning:  # what the embeddings see; anything else maps to "unknown" at inference
-        stage.config.seen_months = sorted({0, *train.month.tolist()})
-        stage.config.seen_biomes = sorted({0, *train.biome.tolist()})
+    # What the embeddings are trained on; anything else maps to "unknown" (0) at inference. Row 0
+    # itself is trained through dropout, or when the data has unknown values.
+    unknown = [0] if args.cond_dropout > 0 else []
+    stage.config.seen_months = [0] if args.no_conditioning else sorted({*unknown, *train.month.tolist()})
+    stage.config.seen_biomes = [0] if args.no_conditioning else sorted({*unknown, *train.biome.tolist()})
     base_state = common.clone_state(stage) if args.load_in_8bit else None
     if args.load_in_8bit:
         stage.quantize_backbone()
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         kwargs = {} if args.no_conditioning else {"month": tiles.month, "biome": tiles.biome}
         return common.predict_tiles(stage, tiles.extras["opt_v1"], device=run.device, **kwargs)
 
-    recorder = None if held_out is None else cv.HeldOutRecorder(held_out, predict)
+    recorder = cv.recorder_for(held_out, predict, args)
     result = loop.fit(stage, loss_fn=make_loss(args, stage.config.standardization), tiles=train, evaluate=recorder,
                       args=args, run=run, desc="stage 2")
     summary = {"steps": result.steps, "train_tiles": len(train), "held_out_tiles": len(held_out or []),

@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
     pool = common.load_pool(args.data, clear_only=not args.all_tiles)
     if args.opt_v2 is not None:
         pool = common.attach(pool, args.opt_v2, "opt_v2")
+    elif args.fold is not None:
+        raise SystemExit("--fold needs --opt-v2 (out-of-fold): --init-from's stage 2 was trained on the held-out tiles")
     else:
         pool = with_opt_v2(common.attach(pool, args.opt_v1, "opt_v1"), base.stage2, run.device)
     train, held_out = cv.split_pool(pool, args.folds, args.fold)
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         return common.predict_tiles(lambda s1, v2: stage(s1, v2, seed=args.seed), tiles.s1, tiles.extras["opt_v2"],
                                     device=run.device)
 
-    recorder = None if held_out is None else cv.HeldOutRecorder(held_out, predict, with_sar=True)
+    recorder = cv.recorder_for(held_out, predict, args, with_sar=True)
     result = loop.fit(model, loss_fn=make_loss(args, stage), tiles=train, evaluate=recorder, args=args, run=run,
                       desc="stage 3")
     summary = {"steps": result.steps, "train_tiles": len(train), "held_out_tiles": len(held_out or []),
