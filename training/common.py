@@ -188,8 +188,9 @@ def sample_batch(tiles: TileSet, batch_size: int, crop: int | None, generator: t
     """Draw ``batch_size`` random tiles (with replacement) and augment each independently.
 
     Returns:
-        {"s1": (B, 2, crop, crop), "s2": (B, 12, crop, crop), "month": (B,), "biome": (B,)} plus
-        one entry per extra tensor of the tile set, cropped and turned with its tile.
+        {"s1": (B, 2, crop, crop), "s2": (B, 12, crop, crop), "month": (B,), "biome": (B,),
+        "uniform": (B, 2) uniform draws} plus one entry per extra tensor of the tile set, cropped
+        and turned with its tile.
     """
     index = torch.randint(0, len(tiles), (batch_size,), generator=generator)
     keys = ["s1", "s2", *tiles.extras]
@@ -197,7 +198,10 @@ def sample_batch(tiles: TileSet, batch_size: int, crop: int | None, generator: t
     samples = [augment([source[i] for source in sources], crop, generator) for i in index.tolist()]
     # contiguous: rot90/flip return views with odd strides, slower in the convolutions
     batch = {key: torch.stack([sample[k] for sample in samples]).contiguous() for k, key in enumerate(keys)}
-    return {**batch, "month": tiles.month[index], "biome": tiles.biome[index]}
+    # Per-sample draws for a script's own random choices (e.g. conditioning dropout), from the same
+    # per-step generator, so a resumed run makes the same choices.
+    uniform = torch.rand(batch_size, 2, generator=generator)
+    return {**batch, "month": tiles.month[index], "biome": tiles.biome[index], "uniform": uniform}
 
 
 @torch.no_grad()

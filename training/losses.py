@@ -8,7 +8,9 @@ Each term is small and named after what it asks of the prediction:
   where the target has them; per-pixel, so it still rewards blur where unsure);
 - ``fourier_amplitude_l1``: L1 between the Fourier amplitude spectra of prediction and target,
   per band: asks for the right amount of texture at each scale without asking where it sits,
-  so it does not reward blur (the realism term of stage 2);
+  so it does not reward blur;
+- ``gradient_energy_match``: |ln| of the ratio of the prediction's luminance gradient energy to
+  the target's (the ``sharpness`` metric's twin): as much edge contrast as a real tile;
 - ``sar_edge_match_loss``: the prediction's SAR-edge agreement (``sar_edge_correlation``, the
   differentiable twin of :func:`gac_pipeline.metrics.sar_edge_agreement`: same luminance,
   median filter and Sobel) should equal the real optical tile's, not exceed it;
@@ -75,6 +77,18 @@ def fourier_amplitude_l1(pred_dn: torch.Tensor, target_dn: torch.Tensor, std: St
     pred = torch.fft.rfft2(std.s2(pred_dn).float(), norm="ortho").abs()
     target = torch.fft.rfft2(std.s2(target_dn).float(), norm="ortho").abs()
     return F.l1_loss(pred, target)
+
+
+def gradient_energy_match(pred_dn: torch.Tensor, target_dn: torch.Tensor) -> torch.Tensor:
+    """|ln| of the ratio of luminance gradient energies, prediction over target, per sample.
+
+    The differentiable twin of the ``sharpness`` metric (mean squared Sobel magnitude of Y): it
+    asks for as much edge contrast as the real tile has, not for where the edges sit.
+    """
+    def energy(dn: torch.Tensor) -> torch.Tensor:
+        return sobel_magnitude(luminance(dn)).pow(2).mean(dim=(1, 2, 3))
+
+    return (torch.log(energy(pred_dn) + 1e-8) - torch.log(energy(target_dn) + 1e-8)).abs().mean()
 
 
 def luminance(dn: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ Usage::
 The question it answers: do three collaborating stages beat one ordinary network trained on
 the same tiles? So it gets what the chain gets: the same tiles (every clear non-test tile),
 augmentation (aligned crops, flips, 90-degree turns), the loss terms the stages use (L1, SSIM,
-spectral angle, ``--grad-weight``, ``--fft-weight``), the shared training loop, the same
+spectral angle, ``--grad-weight``, ``--fft-weight``, ``--sharpness-weight``), the shared training loop, the same
 cross-validation protocol (``--folds K --fold F`` fold runs, ``training.cv``) and a step budget
 equal to the chain's (``training.train_mini`` passes it). Writes ``config.json`` +
 ``model.safetensors`` to ``--out``.
@@ -30,6 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sam-weight", type=float, default=0.1)
     parser.add_argument("--grad-weight", type=float, default=0.0, help="weight of an L1 on luminance gradients")
     parser.add_argument("--fft-weight", type=float, default=0.0, help="weight of the Fourier-amplitude L1")
+    parser.add_argument("--sharpness-weight", type=float, default=0.0,
+                        help="weight of the gradient-energy match (|ln| of the sharpness ratio)")
     return loop.parse_with_config(parser, argv, "control")
 
 
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
         for weight, term in ((args.ssim_weight, lambda: losses.ssim_loss(pred, target)),
                              (args.sam_weight, lambda: losses.spectral_angle(pred, target)),
                              (args.grad_weight, lambda: losses.gradient_l1(pred, target)),
-                             (args.fft_weight, lambda: losses.fourier_amplitude_l1(pred, target, std))):
+                             (args.fft_weight, lambda: losses.fourier_amplitude_l1(pred, target, std)),
+                             (args.sharpness_weight, lambda: losses.gradient_energy_match(pred, target))):
             if weight:
                 loss = loss + weight * term()
         return loss

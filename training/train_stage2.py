@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cond-dropout", type=float, default=0.2,
                         help="probability of replacing month and biome (each) by unknown in a training sample")
     parser.add_argument("--fft-weight", type=float, default=0.0, help="weight of the Fourier-amplitude L1")
+    parser.add_argument("--sharpness-weight", type=float, default=0.0,
+                        help="weight of the gradient-energy match (|ln| of the sharpness ratio)")
     parser.add_argument("--l1-weight", type=float, default=1.0)
     parser.add_argument("--l2-weight", type=float, default=0.0)
     parser.add_argument("--ssim-weight", type=float, default=0.1)
@@ -96,24 +98,22 @@ def build_stage2(args: argparse.Namespace, base_config: Stage2Config) -> Stage2P
     return stage
 
 
-def drop_conditioning(values: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
-    """Replace each value by 0 ("unknown") with ``probability``."""
-    keep = torch.rand(values.shape, generator=generator) >= probability
-    return torch.where(keep.to(values.device), values, torch.zeros_like(values))
+def drop_conditioning(values: torch.Tensor, draws: torch.Tensor, probability: float) -> torch.Tensor:
+    """Replace each value by 0 ("unknown") where its uniform draw is below ``probability``."""
+    return torch.where(draws >= probability, values, torch.zeros_like(values))
 
 
 def make_loss(args: argparse.Namespace, std):
     def loss_fn(model, batch):
         month = biome = None
         if not args.no_conditioning:
-            # Seeded from the batch itself, so a resumed run drops the same samples.
-            generator = torch.Generator().manual_seed(int(batch["month"].sum() * 1009 + batch["s2"][:, 0, 0, 0].sum()))
-            month = drop_conditioning(batch["month"], args.cond_dropout, generator)
-            biome = drop_conditioning(batch["biome"], args.cond_dropout, generator)
+            month = drop_conditioning(batch["month"], batch["uniform"][:, 0], args.cond_dropout)
+            biome = drop_conditioning(batch["biome"], batch["uniform"][:, 1], args.cond_dropout)
         pred, target = model(batch["opt_v1"], month=month, biome=biome), batch["s2"]
         loss = args.l1_weight * losses.l1(pred, target, std)
         for weight, term in ((args.l2_weight, lambda: losses.l2(pred, target, std)),
                              (args.fft_weight, lambda: losses.fourier_amplitude_l1(pred, target, std)),
+                             (args.sharpness_weight, lambda: losses.gradient_energy_match(pred, target)),
                              (args.ssim_weight, lambda: losses.ssim_loss(pred, target)),
                              (args.sam_weight, lambda: losses.spectral_angle(pred, target)),
                              (args.lpips_weight, lambda: losses.lpips_loss(pred, target))):
@@ -171,7 +171,9 @@ def main(argv: list[str] | None = None) -> dict:
         if base_state is not None:
             stage = full_precision_copy(stage, base_state)
         terms = " + ".join(name for name, weight in (("L1", args.l1_weight), ("L2", args.l2_weight),
-                                                     ("Fourier amplitude", args.fft_weight), ("SSIM", args.ssim_weight),
+                                                     ("Fourier amplitude", args.fft_weight),
+                                                     ("gradient-energy match", args.sharpness_weight),
+                                                     ("SSIM", args.ssim_weight),
                                                      ("spectral angle", args.sam_weight), ("LPIPS", args.lpips_weight))
                            if weight)
         fold = f", fold {args.fold} of {args.folds} held out" if held_out else ""
