@@ -2,6 +2,7 @@
 
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -343,3 +344,13 @@ def test_figure_cli_bad_input_exits_2(tmp_path, capsys):
     assert figure.main(["--out", str(tmp_path / "g.png"), "--data", str(tmp_path / "nothing")]) == 2
     assert "nothing" in capsys.readouterr().err
     assert figure.main(["--out", str(tmp_path / "g.png"), "--tiles", "0"]) == 2
+
+
+def test_plane_figure_draws_every_variant_of_a_subset(tmp_path):
+    from eval.plane import main as plane_main
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "eval_results"
+    out = tmp_path / "plane.png"
+    assert plane_main(["--results", str(fixture), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plane_main(["--results", str(tmp_path), "--out", str(out)]) == 2  # no summary.csv: one-line error

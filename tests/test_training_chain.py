@@ -50,6 +50,14 @@ def test_chain_writes_a_loadable_labelled_preset_with_references(chain):
     assert all(np.isfinite(image).all() for image in (result.opt_v1, result.opt_v2, result.opt_v3))
 
 
+def test_reuse_repeats_nothing_whose_arguments_config_and_inputs_are_unchanged(chain):
+    root, record = chain
+    again = train_mini.main(["--out", str(root / "again"), "--work-dir", str(root / "work"), "--smoke", "--reuse"])
+    assert again["seconds"] == record["seconds"]  # every run reused, with its recorded time
+    first = json.loads((root / "preset" / "pipeline_config.json").read_text())["files"]
+    assert json.loads((root / "again" / "pipeline_config.json").read_text())["files"] == first
+
+
 def test_fold_models_never_train_on_a_held_out_scene_cluster(chain):
     """From the fold runs' own tile lists: no cluster is on both sides, and every pool tile is held out once."""
     root, _ = chain

@@ -12,8 +12,9 @@ The protocol ``train_mini`` runs for every stage and for the control:
    (``heldout.safetensors``), with the tile lists in ``fold.json``.
 4. :func:`choose_step` scores every recorded step on all pool tiles (each predicted by the fold
    model that never saw it) with :data:`CV_SCORE_TEXT`, and picks the best step outside the
-   warm-up (step 0 only for residual stages, where it is the identity). Its predictions are the
-   out-of-fold inputs the next stage trains on.
+   warm-up (step 0 only for residual stages, where it is the identity); stage 3 instead takes
+   the step with the smallest SAR-edge gap among those within 0.3 dB PSNR of its input. The
+   chosen step's predictions are the out-of-fold inputs the next stage trains on.
 5. The final fit trains on the whole pool for the chosen number of steps, on the learning-rate
    schedule the step was chosen on (``--schedule-steps S``).
 
@@ -45,6 +46,8 @@ STRUCTURE_WEIGHT = 10.0
 SHARPNESS_WEIGHT = 2.0
 CV_SCORE_TEXT = (f"mean over tiles of PSNR (dB) + {STRUCTURE_WEIGHT:g} x structure_r - {SHARPNESS_WEIGHT:g} x "
                  "|ln sharpness|")
+# Stage 3's role is SAR grounding: it may give back at most this much PSNR (dB) for a smaller gap.
+GROUNDING_PSNR_TOLERANCE = 0.3
 
 
 def grouped_folds(names: list[str], folds: int) -> list[list[int]]:
@@ -167,15 +170,16 @@ class Choice:
 
 
 def choose_step(pool: common.TileSet, fold_dirs: list[Path], *, allow_start: bool,
-                gap_no_worse: bool = False) -> Choice:
+                grounding: bool = False) -> Choice:
     """Pick the step with the best CV score over all pool tiles from the fold runs' records.
 
     Args:
         pool: The tiles the folds were dealt from (targets and SAR for the scores).
         fold_dirs: The fold runs' work folders (with ``heldout.safetensors`` and ``fold.json``).
         allow_start: Step 0 may be chosen (residual stages: the identity).
-        gap_no_worse: Only steps whose mean SAR-edge gap is no larger than step 0's (stage 3
-            must not paint SAR texture in beyond what its input has).
+        grounding: Stage 3's rule instead of the CV score: of the steps whose mean PSNR is
+            within :data:`GROUNDING_PSNR_TOLERANCE` dB of step 0's (its input's), the one with the
+            smallest mean SAR-edge gap (edges as SAR-consistent as a real tile's, no more).
 
     Raises:
         ValueError: the folds do not cover the pool exactly once, or share no recorded step.
@@ -207,14 +211,17 @@ def choose_step(pool: common.TileSet, fold_dirs: list[Path], *, allow_start: boo
         row = {"step": step, **{k: common.finite_mean(v) for k, v in scores.items()}, "cv_score": cv_score(scores)}
         row["eligible"] = step > warmup or (step == 0 and allow_start)
         table.append(row)
-    if gap_no_worse:
-        start_gap = table[0]["sar_edge_gap"]
+    if grounding:
+        start_psnr = table[0]["psnr"]
         for row in table:
-            row["eligible"] = row["eligible"] and row["sar_edge_gap"] <= start_gap
+            row["eligible"] = row["eligible"] and row["psnr"] >= start_psnr - GROUNDING_PSNR_TOLERANCE
     eligible = [row for row in table if row["eligible"]]
     if not eligible:
         raise ValueError(f"no recorded step outside the warm-up ({warmup} steps): raise --max-steps")
-    best = max(eligible, key=lambda row: (row["cv_score"], -row["step"]))
+    if grounding:
+        best = min(eligible, key=lambda row: (row["sar_edge_gap"], row["step"]))
+    else:
+        best = max(eligible, key=lambda row: (row["cv_score"], -row["step"]))
     predictions = {name: stored[f"{best['step']}/{name}"] for name in pool.names}
     return Choice(step=best["step"], schedule_steps=records[0]["schedule_steps"], table=table,
                   predictions=predictions, producers=producers)

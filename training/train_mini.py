@@ -11,9 +11,9 @@ control, in that order:
    cluster: each trains without one fold for the YAML's ``max_steps`` and records its
    predictions for that fold at step 0 and every ``eval_every`` steps;
 2. the step with the best cross-validated score (``training.cv.CV_SCORE_TEXT``) outside the
-   warm-up is chosen (stages 2 and 3 may keep step 0, the identity; stage 3 may not widen the
-   SAR-edge gap of its input); the fold models' predictions at that step are the out-of-fold
-   inputs of the next stage (``<work-dir>/cv/opt_v1``, ``opt_v2``);
+   warm-up is chosen (stages 2 and 3 may keep step 0, the identity; stage 3 takes the smallest
+   SAR-edge gap within 0.3 dB PSNR of its input instead); the fold models' predictions at that
+   step are the out-of-fold inputs of the next stage (``<work-dir>/cv/opt_v1``, ``opt_v2``);
 3. the final model trains on all those tiles for the chosen number of steps on the same
    schedule.
 
@@ -39,14 +39,15 @@ import yaml
 
 import gac_pipeline  # noqa: F401  (torchvision fix before terratorch)
 from gac_pipeline.control import UNetControl
-from gac_pipeline.data import DEFAULT_DATA_DIR, list_pairs
-from gac_pipeline.hub import PIPELINE_CONFIG
+from gac_pipeline.data import DEFAULT_DATA_DIR, INDEX_FILE, list_pairs
+from gac_pipeline.hub import PIPELINE_CONFIG, sha256
 from gac_pipeline.presets import load_preset
 from gac_pipeline.references import References
 from training import common, cv, train_control, train_stage1, train_stage2, train_stage3
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "mini"
 TRAINING_RECORD = "training.json"
+RUN_RECORD = "train_mini_run.json"  # in each run's work folder: what it ran with (for --reuse)
 # --smoke: a couple of tiny steps per run, for tests of the whole protocol.
 SMOKE_ARGS = ["--max-steps", "2", "--batch-size", "2", "--crop", "32", "--eval-every", "1"]
 
@@ -62,6 +63,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (default 1: the weights then do not depend on the machine's core "
                              "count, and other work on the machine slows training fairly instead of stalling it)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="skip a fold run or final fit whose arguments, config file and inputs are byte-identical "
+                             "to the one recorded in its work folder (e.g. after an interruption); code changes are "
+                             "not detected")
     parser.add_argument("--smoke", action="store_true", help="2 tiny steps per run (tests)")
     return parser.parse_args(argv)
 
@@ -81,12 +86,22 @@ def main(argv: list[str] | None = None) -> dict:
     timings: dict[str, float] = {}
     choices: dict[str, cv.Choice] = {}
 
-    def run(name: str, script, script_args: list[str]) -> dict:
-        print(f"\n== {name}: python -m training.{script.__name__.split('.')[-1]} {' '.join(script_args)}")
+    def run(name: str, script, script_args: list[str]) -> None:
+        command = f"python -m training.{script.__name__.split('.')[-1]} {' '.join(script_args)}"
+        out = Path(script_args[script_args.index("--out") + 1])
+        record_path, key = out.parent / f"{out.name}_train" / RUN_RECORD, run_key(script_args)
+        if args.reuse and out.exists() and record_path.is_file():
+            record = json.loads(record_path.read_text())
+            if record["key"] == key:
+                print(f"\n== {name}: reused ({command} ran before with the same arguments, config and inputs)")
+                timings[name] = record["seconds"]
+                return
+        print(f"\n== {name}: {command}")
         start = time.perf_counter()
-        result = script.main(script_args)
+        script.main(script_args)
         timings[name] = round(time.perf_counter() - start, 1)
-        return result
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps({"key": key, "seconds": timings[name]}, indent=2) + "\n")
 
     def cross_validate_and_fit(name: str, script, extra: list[str], **rules) -> Path:
         """Fold runs, the step choice, then the final fit; returns the final output folder."""
@@ -113,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
                                     allow_start=True)
     store("opt_v2", choices["stage2"])
     stage3 = cross_validate_and_fit("stage3", train_stage3, ["--opt-v2", str(work / "cv"), "--init-from", str(stage2)],
-                                    allow_start=True, gap_no_worse=True)
+                                    allow_start=True, grounding=True)
     chain_seconds = sum(timings.values())
 
     pipeline = load_preset(str(stage3))
@@ -149,6 +164,19 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\nwrote {out}: chain trained in {chain_seconds / 60:.1f} min, control in "
           f"{(sum(timings.values()) - chain_seconds) / 60:.1f} min")
     return record
+
+
+def run_key(script_args: list[str]) -> dict:
+    """What a training run depends on besides the code: its arguments and the SHA-256 of its
+    config file, stored inputs, starting pipeline and the data index."""
+    inputs = {}
+    for flag, file in (("--config", None), ("--opt-v1", "opt_v1.safetensors"), ("--opt-v2", "opt_v2.safetensors"),
+                       ("--init-from", PIPELINE_CONFIG), ("--data", INDEX_FILE)):
+        if flag in script_args:
+            path = Path(script_args[script_args.index(flag) + 1])
+            path = path / file if file else path
+            inputs[flag] = sha256(path) if path.is_file() else None
+    return {"args": script_args, "inputs": inputs}
 
 
 def _max_steps(path: Path) -> int:
