@@ -239,7 +239,7 @@ def test_embedded_mini_preset_is_trained_and_says_on_what(real_pair):
 
     pipeline = load_preset("mini")
     assert pipeline.config.trained and "UNTRAINED" not in pipeline.label
-    assert "trained from random init on 18 real BigEarthNet clear_land tiles" in pipeline.label
+    assert "trained from random init on 32 real BigEarthNet clear_land tiles" in pipeline.label
     references = References.load(PRESETS["mini"])
     assert references is not None and references.control is not None and references.control.config.trained
     size = sum(f.stat().st_size for f in PRESETS["mini"].rglob("*") if f.is_file())
