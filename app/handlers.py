@@ -49,8 +49,8 @@ OUTPUT_MAX_AGE_S = 3600  # output folders older than this are removed on the nex
 
 # Sharpness has two columns so each number says what it is relative to: the reference tile
 # (when one is given) and the preset's training tiles' median gradient energy (when stored).
-TABLE_COLUMNS = ("image", "PSNR (dB)", "SSIM", "SAM (deg)", "SAR-edge", "LPIPS", "structure r", "edge r",
-                 "sharpness (vs reference)", "sharpness (vs train median)")
+TABLE_COLUMNS = ("image", "PSNR (dB)", "SSIM", "structure r", "edge r", "sharpness (vs reference)",
+                 "sharpness (vs train median)", "SAM (deg)", "SAR-edge", "LPIPS")  # LPIPS last: its n/a reason is long
 BASELINE_ROW = "mean image (train split)"
 REFERENCE_ROW = "reference (real optical)"
 
@@ -201,14 +201,14 @@ def _metric_row(name: str, metrics: dict, has_reference: bool) -> list:
         name,
         _cell(metrics["psnr"], 2, no_ref),
         _cell(metrics["ssim"], 3, no_ref),
-        _cell(metrics["sam_deg"], 2, no_ref),
-        _cell(metrics["sar_edge"], 3, "not computed"),
-        _cell(metrics["lpips"], 3, lpips_reason),
         _cell(metrics["structure_r"], 3, no_ref),
         _cell(metrics["edge_r"], 3, no_ref),
         _cell(metrics["sharpness"], 3, no_ref, significant=True),
         _cell(metrics["sharpness_vs_training"], 3, metrics.get("sharpness_vs_training_reason") or "not computed",
               significant=True),
+        _cell(metrics["sam_deg"], 2, no_ref),
+        _cell(metrics["sar_edge"], 3, "not computed"),
+        _cell(metrics["lpips"], 3, lpips_reason),
     ]
 
 
@@ -221,11 +221,12 @@ def _reference_row(reference_dn: np.ndarray, reference_edge: float, train_energy
     against the training median shows how sharp real tiles of this scene are.
     """
     vs_training = None if train_energy is None else sharpness(reference_dn, train_energy)
-    return [REFERENCE_ROW, "—", "—", "—", _cell(reference_edge, 3, "not computed"), "—",
+    return [REFERENCE_ROW, "—", "—",
             _cell(structure_r(reference_dn, reference_dn), 3, "not computed"),
             _cell(edge_r(reference_dn, reference_dn), 3, "not computed"),
             _cell(sharpness(reference_dn, reference_dn), 3, "not computed", significant=True),
-            _cell(vs_training, 3, train_reason or "not computed", significant=True)]
+            _cell(vs_training, 3, train_reason or "not computed", significant=True),
+            "—", _cell(reference_edge, 3, "not computed"), "—"]
 
 
 def metrics_table(rows: list[list]) -> pd.DataFrame:

@@ -217,7 +217,7 @@ def build_demo(presets: Sequence[str] = handlers.PRESET_CHOICES,
                                              file_types=[".tif", ".tiff"], type="filepath")
                     preset = gr.Dropdown(presets, value=presets[0], label="Preset",
                                          info="mini: embedded, offline, small model trained on the bundled "
-                                              "train split. hub: needs the Hub.")
+                                              "train + validation tiles. hub: needs the Hub.")
                     with gr.Row():
                         month = gr.Number(0, label="Month", precision=0, minimum=0, maximum=12,
                                           info="0 = from the file's metadata/name")
