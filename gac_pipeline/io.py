@@ -550,6 +550,11 @@ def read_s2(path: str | Path, *, max_pixels: int = 64_000_000) -> OpticalRaster:
     return OpticalRaster(data, profile, notes, ~masked)
 
 
+# How far (in SAR pixels) a reference's corners may sit from the SAR grid's: rounding in the files'
+# transforms, not a misregistration.
+GRID_TOLERANCE_PX = 0.01
+
+
 def check_same_grid(
     sar: SarRaster | SarSource,
     ref: OpticalRaster,
@@ -565,7 +570,9 @@ def check_same_grid(
         ref_path: reference file, for the message.
 
     Raises:
-        InputError: the sizes differ, or both have a CRS and the CRSs differ.
+        InputError: the sizes differ, or both have a CRS and the CRSs differ, or their
+            transforms differ by more than :data:`GRID_TOLERANCE_PX` of a pixel (origin or
+            pixel size): a reference shifted by one pixel would be scored as if aligned.
     """
     sar_size = (sar.profile["height"], sar.profile["width"])
     ref_size = (ref.profile["height"], ref.profile["width"])
@@ -579,6 +586,20 @@ def check_same_grid(
         raise InputError(
             f"{_name(ref_path)}: reference CRS {_crs_label(ref_crs)} differs from SAR scene "
             f"{_name(sar_path)} CRS {_crs_label(sar_crs)}: expected the same grid"
+        )
+    sar_transform, ref_transform = sar.profile.get("transform"), ref.profile.get("transform")
+    if sar_crs is None or ref_crs is None or sar_transform is None or ref_transform is None:
+        return  # no georeference to compare (e.g. BigEarthNet v1 tiles): sizes only
+    # The reference's origin and far corner in SAR pixel coordinates: (0, 0) and (W, H) on the same grid.
+    width, height = sar_size[1], sar_size[0]
+    origin = ~sar_transform * (ref_transform.c, ref_transform.f)
+    corner = ~sar_transform * (ref_transform * (width, height))
+    offset = max(abs(origin[0]), abs(origin[1]), abs(corner[0] - width), abs(corner[1] - height))
+    if offset > GRID_TOLERANCE_PX:
+        raise InputError(
+            f"{_name(ref_path)}: reference grid is offset from SAR scene {_name(sar_path)} by "
+            f"({origin[0]:+.2f}, {origin[1]:+.2f}) pixels (column, row) at its origin and "
+            f"({corner[0] - width:+.2f}, {corner[1] - height:+.2f}) at its far corner: expected the same grid"
         )
 
 

@@ -1,5 +1,7 @@
 """Reading, validating and writing GeoTIFFs: real bundled tiles plus generated bad inputs."""
 
+import re
+
 import bad_inputs
 import numpy as np
 import pytest
@@ -202,6 +204,31 @@ def test_check_same_grid(tmp_path):
     no_crs = read_s2(bad_inputs.write_s2_other_crs(tmp_path))
     no_crs.profile["crs"] = None
     check_same_grid(sar, no_crs, "partly_nan.tif", "s2_other_crs.tif")
+
+
+@pytest.mark.parametrize(("shift_m", "scale", "accepted"), [(0.0, 1.0, True), (0.05, 1.0, True), (10.0, 1.0, False),
+                                                           (-20.0, 1.0, False), (0.0, 1.02, False)])
+def test_check_same_grid_compares_transforms(tmp_path, shift_m, scale, accepted):
+    """A reference moved by one 10 m pixel (same CRS and size) is refused, naming both files and the offset."""
+    from affine import Affine
+
+    source = BENV2 / "S2L2A.tif"
+    with rasterio.open(source) as src:
+        profile, data = src.profile, src.read()
+    t = profile["transform"]
+    profile["transform"] = Affine(t.a * scale, t.b, t.c + shift_m, t.d, t.e * scale, t.f)
+    shifted = tmp_path / "shifted.tif"
+    with rasterio.open(shifted, "w", **profile) as dst:
+        dst.write(data)
+    sar, ref = read_s1(BENV2 / "S1GRD.tif"), read_s2(shifted)
+    if accepted:
+        check_same_grid(sar, ref, BENV2 / "S1GRD.tif", shifted)
+        return
+    with pytest.raises(InputError, match=r"^shifted\.tif: reference grid is offset from SAR scene S1GRD\.tif by \("):
+        check_same_grid(sar, ref, BENV2 / "S1GRD.tif", shifted)
+    if scale == 1.0:
+        with pytest.raises(InputError, match=re.escape(f"({shift_m / 10:+.2f}, +0.00) pixels")):
+            check_same_grid(sar, ref, BENV2 / "S1GRD.tif", shifted)
 
 
 # ----------------------------------------------------------------------------- writing
