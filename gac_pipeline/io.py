@@ -229,6 +229,12 @@ def _crs_label(crs) -> str:
 _HH_HV = {"HH", "HV"}
 
 
+def _polarisation(description: str) -> str | None:
+    """The polarisation a band description names (VV, VH, HH or HV), or None."""
+    tokens = set(re.split(r"[^A-Z0-9]+", description.upper())) & {*S1GRD_BANDS, *_HH_HV}
+    return tokens.pop() if len(tokens) == 1 else None
+
+
 def _units_from_metadata(dataset) -> tuple[str | None, str]:
     """SAR units declared by the file: ("db" | "linear" | "amplitude" | None, raw text)."""
     texts = [text for text in dataset.units if text]
@@ -325,17 +331,26 @@ class SarSource:
         self._check_values(units is None, preview_size)
 
     def _band_indexes(self) -> list[int]:
-        """File band numbers of VV and VH, from the band descriptions when they name them."""
-        descriptions = [(text or "").strip().upper() for text in self._dataset.descriptions]
-        if set(descriptions) == set(S1GRD_BANDS) and descriptions != list(S1GRD_BANDS):
-            self.notes.append(f"reordered bands to VV, VH (file order {', '.join(descriptions)})")
-            return [descriptions.index(band) + 1 for band in S1GRD_BANDS]
-        if _HH_HV & set(descriptions):
-            raise InputError(
-                f"{self.path.name}: bands are {', '.join(descriptions)}: "
-                "expected VV and VH polarisations"
-            )
-        return [1, 2]
+        """File band numbers of VV and VH, from the polarisation each band description names.
+
+        A description names a polarisation when one of its tokens (split at anything but
+        letters and digits, case-insensitive) is VV, VH, HH or HV: "VV", "vh", "Sigma0_VH_db",
+        "Gamma0_VV". Without descriptions the file order is taken (VV, VH) and a note says so;
+        descriptions that name no VV/VH pair, or HH/HV, are refused.
+        """
+        descriptions = [(text or "").strip() for text in self._dataset.descriptions]
+        if not any(descriptions):
+            self.notes.append("no band descriptions: took band 1 as VV and band 2 as VH")
+            return [1, 2]
+        shown = ", ".join(repr(text) for text in descriptions)
+        polarisations = [_polarisation(text) for text in descriptions]
+        if _HH_HV & set(polarisations):
+            raise InputError(f"{self.path.name}: bands are {shown}: HH/HV polarisations, the models know VV and VH only")
+        if sorted(p for p in polarisations if p) != sorted(S1GRD_BANDS):
+            raise InputError(f"{self.path.name}: band descriptions {shown} do not name one VV and one VH band")
+        if polarisations != list(S1GRD_BANDS):
+            self.notes.append(f"reordered bands to VV, VH (file order {shown})")
+        return [polarisations.index(band) + 1 for band in S1GRD_BANDS]
 
     def _resolve_units(self, units: str | None) -> str | None:
         """Units to read the values in: the caller's, else the metadata's, else None."""

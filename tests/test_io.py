@@ -94,7 +94,8 @@ BAD_SAR = [
     pytest.param(
         bad_inputs.write_one_bit, r"one_bit\.tif: unsupported 1-bit \(boolean\) data", id="bool"
     ),
-    pytest.param(bad_inputs.write_hh_hv, r"HH, HV: expected VV and VH", id="hh-hv"),
+    pytest.param(bad_inputs.write_hh_hv, r"'HH', 'HV': HH/HV polarisations, the models know VV and VH only",
+                 id="hh-hv"),
 ]
 
 
@@ -165,6 +166,42 @@ def test_units_db_overrides_refusal_and_bad_units_argument(tmp_path):
     assert read_s1(path, units="db").data.min() >= 0  # taken as given, no conversion
     with pytest.raises(ValueError, match="units must be"):
         read_s1(path, units="amplitude")
+
+
+@pytest.mark.parametrize(("descriptions", "swapped"), [
+    (("Sigma0_VH_db", "Sigma0_VV_db"), True), (("vv", "vh"), False), (("Gamma0_VV", "Gamma0_VH"), False),
+    (("S1_vh", "s1-VV"), True),
+])
+def test_sar_bands_are_taken_by_polarisation_name(tmp_path, descriptions, swapped):
+    """A SNAP-style VH,VV file reads (and translates) exactly like the VV,VH file."""
+    from gac_pipeline.presets import load_preset
+
+    data = bad_inputs.sar_db()
+    path = bad_inputs.write_raster(tmp_path / "named.tif", data[::-1] if swapped else data, descriptions=descriptions)
+    sar = read_s1(path)
+    np.testing.assert_array_equal(sar.data, data)
+    assert any("reordered" in note for note in sar.notes) == swapped
+    if swapped:
+        plain = read_s1(bad_inputs.write_raster(tmp_path / "plain.tif", data, descriptions=("VV", "VH")))
+        pipeline = load_preset("mini")
+        np.testing.assert_array_equal(pipeline(sar.data).opt_v3, pipeline(plain.data).opt_v3)
+
+
+@pytest.mark.parametrize(("descriptions", "message"), [
+    (("band_1", "band_2"), r"named\.tif: band descriptions 'band_1', 'band_2' do not name one VV and one VH band$"),
+    (("VV", "VV_copy"), r"do not name one VV and one VH band$"),
+    (("Sigma0_HH_db", "Sigma0_HV_db"), r"HH/HV polarisations, the models know VV and VH only$"),
+])
+def test_sar_band_names_that_are_not_vv_vh_are_refused(tmp_path, descriptions, message):
+    path = bad_inputs.write_raster(tmp_path / "named.tif", bad_inputs.sar_db(), descriptions=descriptions)
+    with pytest.raises(InputError, match=message):
+        read_s1(path)
+
+
+def test_sar_without_band_descriptions_takes_file_order_and_says_so(tmp_path):
+    sar = read_s1(bad_inputs.write_raster(tmp_path / "bare.tif", bad_inputs.sar_db()))
+    np.testing.assert_array_equal(sar.data, bad_inputs.sar_db())
+    assert "no band descriptions: took band 1 as VV and band 2 as VH" in sar.notes
 
 
 def test_band_order_from_descriptions(tmp_path):
