@@ -552,8 +552,12 @@ def read_s2(path: str | Path, *, max_pixels: int = 64_000_000) -> OpticalRaster:
         data = _read(dataset, indexes=indexes).astype(np.float32)
         profile = dict(dataset.profile)
         nodata = dataset.nodata
+        gains, shifts, note = _dn_calibration(dataset, indexes, name)
 
     invalid = _invalid_pixels(data, nodata)
+    if note:
+        data = data * gains[:, None, None] + shifts[:, None, None]
+        notes.append(note)
     fill = _band_medians(data, invalid, S2L2A_BANDS, name)
     masked = invalid.any(axis=0)
     if masked.any():
@@ -563,6 +567,42 @@ def read_s2(path: str | Path, *, max_pixels: int = 64_000_000) -> OpticalRaster:
             "filled with the band median"
         )
     return OpticalRaster(data, profile, notes, ~masked)
+
+
+# Sentinel-2 L2A from processing baseline 04.00 on stores DN + 1000 (BOA_ADD_OFFSET = -1000).
+_BASELINE_IN_NAME = re.compile(r"_N(\d{2})(\d{2})_")
+
+
+def _dn_calibration(dataset, indexes: list[int], name: str) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """Per selected band, (gain, shift) turning stored values into DN (reflectance x 10000), and a note.
+
+    GDAL band scales/offsets win (a scale below 0.01 means the scaled values are reflectance,
+    multiplied by 10000 here); else a ``BOA_ADD_OFFSET`` tag (band or dataset level) is added.
+    A file from processing baseline 04.00+ (``PROCESSING_BASELINE`` tag or ``_N0400_``-style
+    name) with neither gets no change and a note. Returns (1, 0, None) when nothing applies.
+    """
+    ones, zeros = np.ones(len(indexes), np.float32), np.zeros(len(indexes), np.float32)
+    scales = np.array([dataset.scales[i - 1] for i in indexes], np.float32)
+    offsets = np.array([dataset.offsets[i - 1] for i in indexes], np.float32)
+    if (scales != 1).any() or (offsets != 0).any():
+        to_dn = np.where(scales < 0.01, 10000.0, 1.0).astype(np.float32)
+        return scales * to_dn, offsets * to_dn, "applied the file's band scales/offsets to get DN"
+    tags = dataset.tags()
+    boa = [dataset.tags(i).get("BOA_ADD_OFFSET", tags.get("BOA_ADD_OFFSET")) for i in indexes]
+    if any(value is not None for value in boa):
+        try:
+            shifts = np.array([float(value or 0) for value in boa], np.float32)
+        except ValueError:
+            raise InputError(f"{name}: BOA_ADD_OFFSET {boa[0]!r} is not a number") from None
+        return ones, shifts, f"added BOA_ADD_OFFSET ({', '.join(f'{v:g}' for v in sorted(set(shifts)))}) to get DN"
+    baseline = tags.get("PROCESSING_BASELINE")
+    match = _BASELINE_IN_NAME.search(name)
+    version = float(baseline) if baseline and baseline.replace(".", "", 1).isdigit() else (
+        int(match.group(1)) + int(match.group(2)) / 100 if match else None)
+    if version is not None and 4.0 <= version < 99:
+        return ones, zeros, (f"processing baseline {version:05.2f} and no offset in the file: if its DN carry the "
+                             "+1000 BOA offset of baseline 04.00+, scores will be off")
+    return ones, zeros, None
 
 
 # How far (in SAR pixels) a reference's corners may sit from the SAR grid's: rounding in the files'

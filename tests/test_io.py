@@ -204,6 +204,57 @@ def test_sar_without_band_descriptions_takes_file_order_and_says_so(tmp_path):
     assert "no band descriptions: took band 1 as VV and band 2 as VH" in sar.notes
 
 
+def _copy_s2(source, path, *, add=0, offsets=None, scales=None, band_tags=None, tags=None):
+    with rasterio.open(source) as src:
+        profile, data = src.profile, src.read()
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write((data.astype(np.int32) + add).astype(profile["dtype"]))
+        if offsets is not None:
+            dst.offsets = offsets
+        if scales is not None:
+            dst.scales = scales
+        for band, band_tag in (band_tags or {}).items():
+            dst.update_tags(band, **band_tag)
+        if tags:
+            dst.update_tags(**tags)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["gdal_offset", "boa_band_tag", "boa_dataset_tag", "reflectance_scale"])
+def test_l2a_offsets_are_honoured(tmp_path, kind):
+    """A reference stored as DN + 1000 with its offset declared scores exactly like the plain one."""
+    from gac_pipeline.metrics import psnr
+
+    source = BENV2 / "S2L2A.tif"
+    declared = {"gdal_offset": {"offsets": (-1000.0,) * 12},
+                "boa_band_tag": {"band_tags": {b: {"BOA_ADD_OFFSET": "-1000"} for b in range(1, 13)}},
+                "boa_dataset_tag": {"tags": {"BOA_ADD_OFFSET": "-1000"}},
+                "reflectance_scale": {"scales": (1e-4,) * 12, "offsets": (-0.1,) * 12}}[kind]
+    shifted = read_s2(_copy_s2(source, tmp_path / "offset.tif", add=1000, **declared))
+    plain = read_s2(source)
+    np.testing.assert_allclose(shifted.data, plain.data, atol=0.05)  # float32 rounding of the 1e-4 scale
+    assert any("DN" in note for note in shifted.notes)
+    prediction = np.full_like(plain.data, 800.0)
+    assert psnr(prediction, shifted.data) == pytest.approx(psnr(prediction, plain.data), abs=1e-4)
+
+
+def test_l2a_reflectance_scale_and_baseline_note(tmp_path):
+    source = BENV2 / "S2L2A.tif"
+    with rasterio.open(source) as src:
+        profile, data = src.profile, src.read().astype(np.float32)
+    profile.update(dtype="float32")
+    path = tmp_path / "reflectance.tif"
+    with rasterio.open(path, "w", **profile) as dst:  # reflectance + 0.1 with GDAL scale 1, offset -0.1
+        dst.write(data / 10000 + 0.1)
+        dst.offsets = (-0.1,) * 12
+        dst.scales = (0.5,) * 12
+    # scale 0.5 (>= 0.01): values stay in the file's units after scale/offset
+    np.testing.assert_allclose(read_s2(path).data, (data / 10000 + 0.1) * 0.5 - 0.1, rtol=1e-6)
+    named = _copy_s2(source, tmp_path / "S2B_MSIL2A_20230601T100559_N0509_R022_T33UUP.tif")
+    assert any("processing baseline 05.09 and no offset" in note for note in read_s2(named).notes)
+    assert not any("baseline" in note for note in read_s2(source).notes)  # N9999: BigEarthNet's placeholder
+
+
 def test_band_order_from_descriptions(tmp_path):
     sar = read_s1(bad_inputs.write_swapped_bands(tmp_path))
     np.testing.assert_array_equal(sar.data, bad_inputs.sar_db())
