@@ -17,3 +17,6 @@ RGB_BAND_INDICES = (S2L2A_BANDS.index("B04"), S2L2A_BANDS.index("B03"), S2L2A_BA
 
 # S2L2A digital numbers are reflectance x 10000.
 REFLECTANCE_SCALE = 10000.0
+
+# Centre wavelengths (nm) of the S2L2A bands, in S2L2A_BANDS order (Sentinel-2A): x of a spectrum chart.
+BAND_CENTRES_NM = (443, 490, 560, 665, 705, 740, 783, 842, 865, 945, 1610, 2190)
