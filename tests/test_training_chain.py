@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from gac_pipeline import metrics
 from gac_pipeline.data import DEFAULT_DATA_DIR, PairDataset, list_pairs, scene_clusters
+from gac_pipeline.hub import sha256
 from gac_pipeline.pipeline import GACPipeline
 from gac_pipeline.references import References
 from tests.conftest import tiny_configs
@@ -26,7 +27,7 @@ SMOKE = train_mini.SMOKE_ARGS
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("mini")
-    record = train_mini.main(["--out", str(root / "preset"), "--work-dir", str(root / "work"), "--smoke"])
+    record = train_mini.main(["--out", str(root / "preset"), "--work-dir", str(root / "work"), "--smoke", "--jobs", "2"])
     return root, record
 
 
@@ -41,6 +42,8 @@ def test_chain_writes_a_loadable_labelled_preset_with_references(chain):
     references = References.load(root / "preset")
     assert references.control is not None and references.train_tiles == 32
     assert record["control_parameters"] <= record["chain_parameters"]
+    assert record["jobs"] == 2 and 0 < record["wall_seconds"]
+    assert "stage 1: " in (root / "work" / "stage1" / "fold0_train" / train_mini.RUN_LOG).read_text()
     assert set(record["chosen_steps"]) == {"stage1", "stage2", "stage3", "control"}
     saved = json.loads((root / "preset" / train_mini.TRAINING_RECORD).read_text())
     assert saved["train_tiles"] == 32 and len(saved["folds"]) == 3
@@ -56,6 +59,18 @@ def test_reuse_repeats_nothing_whose_arguments_config_and_inputs_are_unchanged(c
     assert again["seconds"] == record["seconds"]  # every run reused, with its recorded time
     first = json.loads((root / "preset" / "pipeline_config.json").read_text())["files"]
     assert json.loads((root / "again" / "pipeline_config.json").read_text())["files"] == first
+
+
+def test_weights_do_not_depend_on_how_many_runs_train_at_once(chain):
+    """Single-threaded runs one at a time (--jobs 1) write the same bytes as two at a time (the fixture)."""
+    root, _ = chain
+    train_mini.main(["--out", str(root / "one_job"), "--work-dir", str(root / "work_one_job"), "--smoke", "--jobs", "1"])
+
+    def weights(preset):
+        return {str(path.relative_to(preset)): sha256(path) for path in sorted(preset.rglob("*.safetensors"))}
+
+    assert len(weights(root / "preset")) >= 4  # the three stages and the control
+    assert weights(root / "one_job") == weights(root / "preset")
 
 
 def test_fold_models_never_train_on_a_held_out_scene_cluster(chain):
