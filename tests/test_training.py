@@ -90,3 +90,18 @@ def test_description_keeps_label_honest(trained):
     out, _ = trained
     config = PipelineConfig.load(out / "pipeline_config.json")
     assert config.trained is False and config.name == "GAC-mini"
+
+
+def test_gradient_energy_match_is_per_band():
+    from training import losses
+
+    torch.manual_seed(0)
+    target = 1000 + 300 * torch.rand(2, 12, 32, 32)
+    assert losses.gradient_energy_match(target, target).item() == pytest.approx(0.0, abs=1e-6)
+    blurred = torch.nn.functional.avg_pool2d(target, 5, stride=1, padding=2, count_include_pad=False)
+    assert losses.gradient_energy_match(blurred, target).item() > 1.0
+    # All the contrast moved into green (B03): luminance alone could be matched, each band cannot.
+    mean = target.mean(dim=(2, 3), keepdim=True)
+    recoloured = mean.expand_as(target).clone()
+    recoloured[:, 2] = mean[:, 2] + (target[:, 2] - mean[:, 2]) * 1.6
+    assert losses.gradient_energy_match(recoloured, target).item() > 5.0
