@@ -366,9 +366,10 @@ def translate(
     out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix=OUTPUT_PREFIX))
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
+    tags = pipeline.output_tags(s1_path, seed=seed, stages=stages)
     for name, dn in versions.items():
         path = out_dir / f"{name}.tif"
-        write_optical(path, dn, sar.profile, valid_mask=sar.valid_mask)  # input's CRS/transform
+        write_optical(path, dn, sar.profile, valid_mask=sar.valid_mask, tags=tags[name])  # input's CRS/transform
         files.append(path)
 
     report(0.8, "scoring")

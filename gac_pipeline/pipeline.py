@@ -5,20 +5,26 @@
 
 Scenes larger than one tile run window by window with overlapping, smoothly blended windows;
 ``translate_file`` streams windows from and to disk so memory stays bounded.
+
+Outputs are DN >= 0: negative model outputs are clipped to 0 (the stages still pass each other
+their raw outputs, as in training). There is no upper bound: L2A reflectance above 1 (DN over
+10000) is real over clouds, snow and specular surfaces, so a too-bright prediction is left as is
+for the scores to show rather than cut.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from gac_pipeline import hub
+from gac_pipeline import __version__, hub
 from gac_pipeline.configs import PipelineConfig
 from gac_pipeline.data import biome_index
 from gac_pipeline.io import OpticalWriter, SarSource
@@ -42,6 +48,11 @@ class GACPipeline(nn.Module):
         stage2: opt_v1 -> opt_v2.
         stage3: (SAR, opt_v2) -> opt_v3.
         config: Name, description, tiling and provenance.
+
+    Attributes:
+        preset: Where the pipeline came from, for the outputs' provenance: the checkpoint folder's
+            name ("mini") or "repo@commit" for a Hub repo (set by ``from_pretrained``); else
+            ``config.name``.
     """
 
     def __init__(self, stage1: Stage1TerraMind, stage2: Stage2Prithvi, stage3: Stage3Grounding,
@@ -49,6 +60,7 @@ class GACPipeline(nn.Module):
         super().__init__()
         self.stage1, self.stage2, self.stage3 = stage1, stage2, stage3
         self.config = config or PipelineConfig()
+        self.preset = self.config.name
         self.eval()
 
     @property
@@ -65,6 +77,20 @@ class GACPipeline(nn.Module):
             notes += [f"stage {key} base {file} is not pinned to a commit: its owners can change these weights"
                       for file in files if not file.pinned]
         return notes
+
+    def output_tags(self, input_path: str | Path, *, seed: int, stages=ALL_STAGES) -> dict[str, dict[str, str]]:
+        """The provenance tags of each output GeoTIFF of one run: {"opt_v1": {...}, ...}.
+
+        ``preset``, ``trained``, ``base_models`` (the published base files each stage loads, with
+        their revisions and whether they are pinned to a commit, as in ``pipeline_config.json``),
+        ``stage`` (the output), ``stages_run``, ``seed``, ``input`` (the SAR file's name) and
+        ``TIFFTAG_SOFTWARE`` (this package and its version).
+        """
+        common = {"preset": self.preset, "trained": str(self.config.trained).lower(),
+                  "base_models": json.dumps(self.config.base_models, sort_keys=True),
+                  "stages_run": ",".join(_check_stages(stages)), "seed": str(seed), "input": Path(input_path).name,
+                  "TIFFTAG_SOFTWARE": f"gac_pipeline {__version__}"}
+        return {name: {**common, "stage": name} for name in ("opt_v1", "opt_v2", "opt_v3")}
 
     # ----------------------------------------------------------------------------- one tile
     @torch.no_grad()
@@ -84,7 +110,7 @@ class GACPipeline(nn.Module):
                 keeps each stage's configured value. Regress-mode stages ignore it.
 
         Returns:
-            PipelineOutput with opt_v1/opt_v2/opt_v3 as (12, H, W) float32 DN.
+            PipelineOutput with opt_v1/opt_v2/opt_v3 as (12, H, W) float32 DN, clipped at 0.
         """
         stages, timesteps = _check_stages(stages), _check_timesteps(timesteps)
         s1 = np.asarray(s1_db.cpu() if isinstance(s1_db, torch.Tensor) else s1_db, dtype=np.float32)
@@ -150,7 +176,7 @@ class GACPipeline(nn.Module):
                 start = time.perf_counter()
                 opt_v3 = self.stage3(s1, opt_v2, seed=seed)
                 timings["3"] += time.perf_counter() - start
-            return {name: crop_pads(v, pads)[0].float().numpy()
+            return {name: crop_pads(v, pads)[0].float().clamp(min=0).numpy()  # DN are never negative
                     for name, v in (("opt_v1", opt_v1), ("opt_v2", opt_v2), ("opt_v3", opt_v3))}
 
         return run_tile
@@ -164,6 +190,8 @@ class GACPipeline(nn.Module):
         """Stream a SAR GeoTIFF through the pipeline into ``opt_v1/2/3.tif`` in ``out_dir``.
 
         Windows are read from and written to disk, so memory stays bounded for any scene size.
+        The outputs are Cloud-Optimized GeoTIFFs with NaN where the SAR was masked and the tags of
+        :meth:`output_tags`; a failed run writes none.
         Month defaults to the one found in the file's metadata or name. ``timesteps`` overrides
         the generate-mode stages' diffusion steps for this call only (see ``__call__``).
 
@@ -175,11 +203,13 @@ class GACPipeline(nn.Module):
         out_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(seed)
         timings = dict.fromkeys(ALL_STAGES, 0.0)
-        with SarSource(s1_path, units=units, max_pixels=max_pixels) as source:
+        with SarSource(s1_path, units=units, max_pixels=max_pixels) as source, ExitStack() as files:
             month = month if month is not None else source.month
             run_tile = self._tile_runner(month, biome, seed, stages, timings)
-            paths = {name: out_dir / f"{name}.tif" for name in ("opt_v1", "opt_v2", "opt_v3")}
-            writers = {name: OpticalWriter(path, source.profile, source.height, source.width)
+            tags = self.output_tags(s1_path, seed=seed, stages=stages)
+            paths = {name: out_dir / f"{name}.tif" for name in tags}
+            writers = {name: files.enter_context(OpticalWriter(path, source.profile, source.height, source.width,
+                                                               tags[name]))
                        for name, path in paths.items()}
             masks: dict[int, np.ndarray] = {}
 
@@ -193,14 +223,9 @@ class GACPipeline(nn.Module):
                     masks[row0] = source.read(row0, 0, block.shape[1], source.width)[1]
                 writers[name].write_rows(row0, block, valid_mask=masks[row0])
 
-            try:
-                with self._generate_timesteps(timesteps):
-                    tiled_apply(read, source.height, source.width, run_tile, write,
-                                tile=self.config.tile_size, overlap=self.config.tile_overlap,
-                                progress=progress)
-            finally:
-                for writer in writers.values():
-                    writer.close()
+            with self._generate_timesteps(timesteps):
+                tiled_apply(read, source.height, source.width, run_tile, write,
+                            tile=self.config.tile_size, overlap=self.config.tile_overlap, progress=progress)
             notes = (list(source.notes) + _skip_notes(stages) + self._conditioning_notes(month, biome, stages)
                      + self.unpinned_notes())
         return {"paths": paths, "month": month, "notes": notes, "timings_s": timings}
@@ -241,7 +266,11 @@ class GACPipeline(nn.Module):
         if load_in_8bit and not stage2.config.load_in_8bit:
             stage2.quantize_backbone()
         stage3 = Stage3Grounding.load(folders["3"])
-        return cls(stage1, stage2, stage3, config)
+        pipeline = cls(stage1, stage2, stage3, config)
+        # A Hub snapshot folder is named by its commit, so a moving revision is recorded as the commit it was.
+        local = Path(repo_id_or_dir).expanduser().is_dir()
+        pipeline.preset = root.name if local else f"{repo_id_or_dir}@{root.name}"
+        return pipeline
 
 
 def _fetch_base_weights(folders: dict[str, Path], name: str) -> None:

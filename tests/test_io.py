@@ -332,40 +332,34 @@ def test_write_optical_round_trip(tmp_path, pair):
         assert dataset.count == 12 and dataset.dtypes[0] == "float32"
         assert dataset.crs == sar.profile["crs"]
         assert dataset.transform == sar.profile["transform"]
-        # The source's nodata is kept; without one, NaN is declared (masked pixels are NaN).
-        expected_nodata = sar.profile["nodata"]
-        assert dataset.nodata == expected_nodata or (expected_nodata is None and np.isnan(dataset.nodata))
+        assert np.isnan(dataset.nodata)
         assert dataset.descriptions == S2L2A_BANDS
         assert dataset.compression.name.lower() == "deflate"
         np.testing.assert_array_equal(dataset.read(), dn)
 
 
-def test_write_optical_masks_with_nodata_or_nan(tmp_path):
-    sar = read_s1(bad_inputs.write_partly_nan(tmp_path))
+@pytest.mark.parametrize("write", [bad_inputs.write_partly_nan, bad_inputs.write_nodata], ids=["nan", "nodata"])
+def test_write_optical_masks_with_nan_never_the_sar_nodata(tmp_path, write):
+    sar = read_s1(write(tmp_path))
+    assert not sar.valid_mask.all()
     dn = np.full((12, 32, 32), 1234.5, np.float32)
-
-    write_optical(tmp_path / "nan.tif", dn, sar.profile, valid_mask=sar.valid_mask)
-    with rasterio.open(tmp_path / "nan.tif") as dataset:
+    write_optical(tmp_path / "out.tif", dn, sar.profile, valid_mask=sar.valid_mask)
+    with rasterio.open(tmp_path / "out.tif") as dataset:
+        assert np.isnan(dataset.nodata) and dataset.dtypes == ("float32",) * 12
         written = dataset.read()
     assert np.isnan(written[:, ~sar.valid_mask]).all()
     assert (written[:, sar.valid_mask] == 1234.5).all()
 
-    profile = dict(sar.profile, nodata=-9999.0)
-    write_optical(tmp_path / "nodata.tif", dn, profile, valid_mask=sar.valid_mask)
-    with rasterio.open(tmp_path / "nodata.tif") as dataset:
-        assert dataset.nodata == -9999.0
-        assert (dataset.read()[:, ~sar.valid_mask] == -9999.0).all()
 
-
-def test_optical_writer_strips_equal_whole_write(tmp_path):
-    height, width = 300, 260  # both >= 256: tiled
+def test_optical_writer_strips_equal_whole_write_as_cogs(tmp_path):
+    height, width = 640, 520  # both over the 512-px tiles: one overview level
     dn = np.arange(12 * height * width, dtype=np.float32).reshape(12, height, width)
     valid = np.ones((height, width), bool)
     valid[290:, :5] = False
     profile = {"crs": CRS.from_epsg(32633), "transform": bad_inputs.TRANSFORM, "nodata": None}
 
-    write_optical(tmp_path / "whole.tif", dn, profile, valid_mask=valid)
-    with OpticalWriter(tmp_path / "strips.tif", profile, height, width) as writer:
+    write_optical(tmp_path / "whole.tif", dn, profile, valid_mask=valid, tags={"stage": "opt_v1"})
+    with OpticalWriter(tmp_path / "strips.tif", profile, height, width, {"stage": "opt_v1"}) as writer:
         for row in range(0, height, 128):
             writer.write_rows(row, dn[:, row:row + 128], valid[row:row + 128])
         with pytest.raises(ValueError, match="does not fit"):
@@ -374,9 +368,23 @@ def test_optical_writer_strips_equal_whole_write(tmp_path):
     with rasterio.open(tmp_path / "whole.tif") as whole, rasterio.open(
         tmp_path / "strips.tif"
     ) as strips:
-        assert not strips.profile["tiled"] and strips.block_shapes[0][0] == 16
+        for dataset in (whole, strips):
+            assert dataset.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+            assert dataset.profile["tiled"] and dataset.block_shapes[0] == (512, 512)
+            assert dataset.overviews(1) == [2] and dataset.compression.name.lower() == "deflate"
+            assert dataset.tags()["stage"] == "opt_v1" and dataset.descriptions == S2L2A_BANDS
         np.testing.assert_array_equal(strips.read(), whole.read())
         assert np.isnan(strips.read(1)[290:, :5]).all()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["strips.tif", "whole.tif"]  # no .partial left
+
+
+def test_optical_writer_leaves_nothing_when_the_run_fails(tmp_path):
+    profile = {"crs": CRS.from_epsg(32633), "transform": bad_inputs.TRANSFORM}
+    failed = pytest.raises(RuntimeError, match="model failed")
+    with failed, OpticalWriter(tmp_path / "out.tif", profile, 32, 32) as writer:
+        writer.write_rows(0, np.ones((12, 16, 32)))
+        raise RuntimeError("model failed")
+    assert not list(tmp_path.iterdir())
 
 
 # ----------------------------------------------------------------------------- streaming

@@ -1,0 +1,147 @@
+"""Writing the optical outputs: 12-band float32 Cloud-Optimized GeoTIFFs, strip by strip for large scenes.
+
+Every output is float32 with NaN as its nodata (never the source's nodata value, which may be a
+valid DN such as 0), NaN in every band where the source was masked, tiled with overviews (GDAL's
+``COG`` driver), and carries the band names as descriptions and the caller's provenance tags.
+"""
+
+import warnings
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+
+from gac_pipeline.bands import S2L2A_BANDS
+
+# GDAL COG driver options: 512-pixel tiles, lossless deflate with the floating-point predictor,
+# overviews halved until one tile holds the image, averaged (NaN pixels left out).
+COG_OPTIONS = {"BLOCKSIZE": 512, "COMPRESS": "DEFLATE", "PREDICTOR": "YES", "OVERVIEWS": "AUTO",
+               "OVERVIEW_RESAMPLING": "AVERAGE", "BIGTIFF": "IF_SAFER"}
+
+
+class OpticalWriter:
+    """Writes a 12-band float32 Cloud-Optimized GeoTIFF strip by strip, on the grid of a source profile.
+
+    The COG driver cannot write window by window, so the strips go to ``<path>.partial``, a
+    GeoTIFF deflate-compressed in strips of 16 rows (the pipeline writes windows of a multiple
+    of 16 rows, so no strip is compressed twice); :meth:`close` copies it into ``path`` as a
+    Cloud-Optimized GeoTIFF and deletes it. Leaving the ``with`` block on an exception deletes
+    it without writing ``path``.
+
+    The output keeps the source CRS and transform, declares NaN as nodata and carries the band
+    names as descriptions and ``tags`` as dataset tags. DN are written as given.
+
+    Use as a context manager::
+
+        with OpticalWriter("out.tif", sar.profile, height, width, tags={"stage": "opt_v1"}) as writer:
+            writer.write_rows(0, block)
+    """
+
+    def __init__(self, path: str | Path, like_profile: dict, height: int, width: int,
+                 tags: dict[str, str] | None = None):
+        """Start the file.
+
+        Args:
+            path: output GeoTIFF.
+            like_profile: profile of the source scene (crs and transform are kept).
+            height: rows.
+            width: columns.
+            tags: dataset tags (name -> text), e.g. provenance.
+        """
+        self.path, self.height, self.width = Path(path), height, width
+        self._partial = self.path.with_name(self.path.name + ".partial")
+        profile = {
+            "driver": "GTiff",
+            "dtype": "float32",
+            "count": len(S2L2A_BANDS),
+            "height": height,
+            "width": width,
+            "crs": like_profile.get("crs"),
+            "transform": like_profile.get("transform"),
+            "nodata": np.nan,
+            "compress": "deflate",
+            "blockysize": 16,
+            "BIGTIFF": "IF_SAFER",  # 12 float bands of a large scene pass the 4 GB TIFF limit
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._dataset = rasterio.open(self._partial, "w", **profile)
+        for index, band in enumerate(S2L2A_BANDS, start=1):
+            self._dataset.set_band_description(index, band)
+        self._dataset.update_tags(**(tags or {}))
+
+    def write_rows(
+        self, row0: int, block: np.ndarray, valid_mask: np.ndarray | None = None
+    ) -> None:
+        """Write a horizontal strip.
+
+        Args:
+            row0: first row of the strip.
+            block: (12, n, width) digital numbers.
+            valid_mask: optional bool (n, width); False pixels are NaN in every band.
+
+        Raises:
+            ValueError: the strip has the wrong shape or leaves the image.
+        """
+        block = np.asarray(block, dtype=np.float32)
+        rows = block.shape[1] if block.ndim == 3 else 0
+        if block.shape != (len(S2L2A_BANDS), rows, self.width) or not (
+            0 <= row0 and rows > 0 and row0 + rows <= self.height
+        ):
+            raise ValueError(
+                f"strip of shape {block.shape} at row {row0} does not fit a 12-band "
+                f"{self.height}x{self.width} image"
+            )
+        if valid_mask is not None:
+            block = np.where(valid_mask[None], block, np.float32(np.nan))
+        self._dataset.write(block, window=Window(0, row0, self.width, rows))
+
+    def close(self) -> None:
+        """Write ``path`` as a Cloud-Optimized GeoTIFF (with overviews) from the strips written."""
+        if self._dataset.closed:
+            return
+        self._dataset.close()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                rasterio.shutil.copy(self._partial, self.path, driver="COG", **COG_OPTIONS)
+        finally:
+            self._partial.unlink(missing_ok=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, *exc_info) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # a failed run leaves no half-written output
+            self._dataset.close()
+            self._partial.unlink(missing_ok=True)
+
+
+def write_optical(
+    path: str | Path,
+    dn: np.ndarray,
+    like_profile: dict,
+    *,
+    valid_mask: np.ndarray | None = None,
+    tags: dict[str, str] | None = None,
+) -> None:
+    """Write a 12-band optical image on the grid of a source scene, as a Cloud-Optimized GeoTIFF.
+
+    Args:
+        path: output GeoTIFF.
+        dn: (12, H, W) digital numbers (reflectance x 10000).
+        like_profile: profile of the source scene (crs and transform are kept).
+        valid_mask: optional bool (H, W); False pixels are NaN in every band.
+        tags: dataset tags (name -> text), e.g. provenance.
+    """
+    dn = np.asarray(dn)
+    if dn.ndim != 3:
+        raise ValueError(f"expected a (12, H, W) array, got shape {dn.shape}")
+    with OpticalWriter(path, like_profile, dn.shape[1], dn.shape[2], tags) as writer:
+        writer.write_rows(0, dn, valid_mask)
