@@ -11,9 +11,11 @@ opt_v2, opt_v3, the reference and the baseline, so they compare).
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 import threading
@@ -26,7 +28,7 @@ import pandas as pd
 
 from gac_pipeline.bands import S2L2A_BANDS
 from gac_pipeline.data import BIOMES, DEFAULT_DATA_DIR, PairInfo, evaluation_pairs, list_pairs
-from gac_pipeline.display import rgb_composite, sar_false_colour
+from gac_pipeline.display import mean_absolute_change, rgb_composite, sar_false_colour
 from gac_pipeline.io import InputError, check_same_grid, read_s1, read_s2, write_optical
 from gac_pipeline.metrics import compute_metrics, edge_r, sar_edge_agreement, sharpness, structure_r, to_json_safe
 from gac_pipeline.outputs import STAGE_NAMES
@@ -34,8 +36,22 @@ from gac_pipeline.outputs import STAGE_NAMES
 logger = logging.getLogger(__name__)
 
 PRESET_CHOICES = ("mini", "hub")
+# Written by `python -m gac_pipeline publish space` next to app.py: {"preset": "user/gac@<commit>,mini"}.
+SPACE_CONFIG = Path(__file__).resolve().parent.parent / "space_config.json"
 STAGE_KEYS = ("1", "2", "3")
 VERSIONS = ("opt_v1", "opt_v2", "opt_v3")
+
+
+
+def preset_choices() -> list[str]:
+    """The presets the app offers, the first being the default: ``GAC_PRESET`` (comma-separated),
+    else ``space_config.json``'s "preset", else :data:`PRESET_CHOICES`."""
+    value = os.environ.get("GAC_PRESET")
+    if value is None and SPACE_CONFIG.is_file():
+        value = json.loads(SPACE_CONFIG.read_text()).get("preset")
+    chosen = [name.strip() for name in (value or "").split(",") if name.strip()]
+    return list(dict.fromkeys(chosen)) or list(PRESET_CHOICES)
+
 
 # Diffusion steps a user may ask of TerraMind's generate mode: each step decodes every token again.
 MAX_TIMESTEPS = 50
@@ -49,8 +65,11 @@ OUTPUT_MAX_AGE_S = 3600  # output folders older than this are removed on the nex
 
 # Sharpness has two columns so each number says what it is relative to: the reference tile
 # (when one is given) and the preset's training tiles' median gradient energy (when stored).
+# "change vs previous stage": mean |this stage - the one before| over all bands, in reflectance.
+CHANGE_COLUMN = "change vs previous stage (reflectance)"
 TABLE_COLUMNS = ("image", "PSNR (dB)", "SSIM", "structure r", "edge r", "sharpness (vs reference)",
-                 "sharpness (vs train median)", "SAM (deg)", "SAR-edge", "LPIPS")  # LPIPS last: its n/a reason is long
+                 "sharpness (vs train median)", "SAM (deg)", "SAR-edge", CHANGE_COLUMN,
+                 "LPIPS")  # LPIPS last: its n/a reason is long
 BASELINE_ROW = "mean image (train split)"
 REFERENCE_ROW = "reference (real optical)"
 
@@ -192,7 +211,8 @@ def _cell(value: float | None, digits: int, missing: str, *, significant: bool =
     return round(float(value), digits)
 
 
-def _metric_row(name: str, metrics: dict, has_reference: bool) -> list:
+def _metric_row(name: str, metrics: dict, has_reference: bool, change: float | str) -> list:
+    """One row of the table; ``change`` is the cell of ``CHANGE_COLUMN`` (a number or a reason)."""
     no_ref = "no reference"
     lpips_reason = metrics.get("lpips_reason") or "not computed"
     if not has_reference:
@@ -208,6 +228,7 @@ def _metric_row(name: str, metrics: dict, has_reference: bool) -> list:
               significant=True),
         _cell(metrics["sam_deg"], 2, no_ref),
         _cell(metrics["sar_edge"], 3, "not computed"),
+        change if isinstance(change, str) else _cell(change, 3, "not computed", significant=True),
         _cell(metrics["lpips"], 3, lpips_reason),
     ]
 
@@ -226,7 +247,15 @@ def _reference_row(reference_dn: np.ndarray, reference_edge: float, train_energy
             _cell(edge_r(reference_dn, reference_dn), 3, "not computed"),
             _cell(sharpness(reference_dn, reference_dn), 3, "not computed", significant=True),
             _cell(vs_training, 3, train_reason or "not computed", significant=True),
-            "—", _cell(reference_edge, 3, "not computed"), "—"]
+            "—", _cell(reference_edge, 3, "not computed"), "—", "—"]
+
+
+def stage_changes(versions: dict[str, np.ndarray]) -> dict[str, float | str]:
+    """Each stage's mean absolute change from the stage before, in reflectance (opt_v1: why none)."""
+    changes: dict[str, float | str] = {VERSIONS[0]: "n/a (first stage)"}
+    for before, after in itertools.pairwise(VERSIONS):
+        changes[after] = mean_absolute_change(versions[after], versions[before])
+    return changes
 
 
 def metrics_table(rows: list[list]) -> pd.DataFrame:
@@ -317,7 +346,8 @@ def translate(
 
     Returns:
         A dict with ``images`` (name -> uint8 (H, W, 3): "sar", "opt_v1", "opt_v2",
-        "opt_v3", "reference" or None, "mean image"), ``table`` (DataFrame: one row per stage,
+        "opt_v3", "reference" or None, "mean image"; true colour), ``dn`` (name -> (12, H, W)
+        float32 DN: "opt_v1", "opt_v2", "opt_v3", "reference" or None), ``table`` (DataFrame: one row per stage,
         the baseline and, with a reference, the reference ceiling), ``files`` (GeoTIFF
         and metrics.json paths), ``label``, ``trained``, ``month``, ``timesteps`` (the steps
         the generate-mode stages used, None without such a stage), ``notes`` and ``timings_s``
@@ -384,7 +414,9 @@ def translate(
     if train_reason is not None:  # more specific than compute_metrics' generic reason
         for entry in scores.values():
             entry["sharpness_vs_training_reason"] = train_reason
-    rows = [_metric_row(name, scores[name], target is not None) for name in (*VERSIONS, BASELINE_ROW)]
+    changes = stage_changes(versions)
+    rows = [_metric_row(name, scores[name], target is not None, changes.get(name, "n/a (not a stage)"))
+            for name in (*VERSIONS, BASELINE_ROW)]
     if reference is not None:
         reference_edge = sar_edge_agreement(reference.data, sar.data)
         rows.append(_reference_row(reference.data, reference_edge, train_energy, train_reason))
@@ -414,6 +446,7 @@ def translate(
     images[BASELINE_ROW] = rgb_composite(baseline)
     return {
         "images": images,
+        "dn": {**versions, "reference": None if reference is None else reference.data},
         "table": metrics_table(rows),
         "files": [str(path) for path in files],
         "label": pipeline.label,
@@ -427,6 +460,15 @@ def translate(
         "notes": notes,
         "timings_s": timings,
     }
+
+
+def conditioning_warning(notes: Sequence[str]) -> str:
+    """A "Warning:" line when the month or biome was not seen in training (stage 2 used "unknown"), else ""."""
+    unseen = [note for note in notes if "not seen in training" in note]
+    if not unseen:
+        return ""
+    return ("**Warning:** the preset was not trained on this month or biome, so stage 2 was conditioned on "
+            "\"unknown\" instead: " + "; ".join(unseen) + ".")
 
 
 def provenance_markdown(description: str) -> str:
@@ -450,16 +492,19 @@ def summary_markdown(result: dict) -> str:
     lines.append(f"month: {month} · biome: {result['biome']} · stages run: {', '.join(result['stages'])}{steps}")
     timings = " · ".join(f"{name}: {seconds:.2f} s" for name, seconds in result["timings_s"].items())
     lines.append(f"**Timings** — {timings}")
+    if result.get("cached"):
+        lines.append("Shown from the app's cache: this file ran before with these options (timings of that run).")
     if result["notes"]:
         lines.append("**Notes**\n" + "\n".join(f"- {note}" for note in result["notes"]))
     lines.append("PSNR, SSIM, SAM on bands B02, B03, B04, B08; SAR-edge: agreement of optical and SAR edges, "
                  "best close to the reference row (the real optical's own score): far above it means SAR structure "
-                 "copied into the optical. RGB panels: B04/B03/B02, DN 0..3000 fixed stretch.")
+                 "copied into the optical. Change vs previous stage: mean |this stage - the stage before| over "
+                 "all 12 bands and pixels, in reflectance.")
     return "\n\n".join(lines)
 
 
-def example_pairs(count: int = 3, data_dir: str | Path = DEFAULT_DATA_DIR) -> list[PairInfo]:
-    """A few bundled test-split pairs with a CRS and a reference, of different biomes first."""
+def example_pairs(count: int | None = 3, data_dir: str | Path = DEFAULT_DATA_DIR) -> list[PairInfo]:
+    """Bundled test-split pairs with a reference (``count`` of them, None: all), of different biomes first."""
     pairs = [p for p in evaluation_pairs(data_dir) if p.s2_path is not None]
     pairs.sort(key=lambda p: (p.source != "BENv2", p.name))  # georeferenced (BENv2) tiles first
     chosen, biomes = [], set()
@@ -468,4 +513,4 @@ def example_pairs(count: int = 3, data_dir: str | Path = DEFAULT_DATA_DIR) -> li
             chosen.append(pair)
             biomes.add(pair.biome)
     chosen += [p for p in pairs if p not in chosen]
-    return chosen[:count]
+    return chosen if count is None else chosen[:count]

@@ -9,15 +9,16 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from app import evaluation, handlers
+from app import evaluation, examples, handlers, panels
 from gac_pipeline.data import BIOMES
+from gac_pipeline.display import COMPOSITES
 
 logger = logging.getLogger(__name__)
 
 INTRO = """# GAC — Sentinel-1 SAR → Sentinel-2 optical, stage by stage
-Upload a Sentinel-1 GRD GeoTIFF (2 bands: VV, VH in dB) and, optionally, the real Sentinel-2 L2A
-tile on the same grid to score the result. Each stage's output is shown with the same fixed
-stretch (B04/B03/B02, DN 0..3000), so brightness differences between panels are real.
+Upload a Sentinel-1 GeoTIFF (2 bands: VV, VH in dB) and, optionally, the real Sentinel-2 L2A
+tile on the same grid to score the result, or click a bundled example. Every optical panel shows
+the same composite with one fixed stretch, so brightness differences between panels are real.
 """
 
 # Event handlers that run models share one slot: they use every CPU core (or the one GPU).
@@ -25,10 +26,13 @@ MODELS_QUEUE = "models"
 # GPU time asked for a re-run of the evaluation: every variant on every bundled test pair.
 EVALUATION_GPU_S = 300
 
-# What the image slider compares: (left, right) keys into the result's images.
+# What the image slider compares: (left, right) keys into the rendered panels. The last two
+# are kept so that clients written for earlier versions (which passed them) still work.
 SLIDER_CHOICES = {
-    "opt_v1 ↔ opt_v3 (what stages 2+3 changed)": ("opt_v1", "opt_v3"),
+    "opt_v1 ↔ opt_v2 (what stage 2 changed)": ("opt_v1", "opt_v2"),
+    "opt_v2 ↔ opt_v3 (what stage 3 changed)": ("opt_v2", "opt_v3"),
     "opt_v3 ↔ reference": ("opt_v3", "reference"),
+    "opt_v1 ↔ opt_v3 (what stages 2+3 changed)": ("opt_v1", "opt_v3"),
     "SAR ↔ opt_v3": ("sar", "opt_v3"),
 }
 
@@ -36,6 +40,27 @@ SLIDER_CHOICES = {
 UNITS_CHOICES = [("from metadata (else dB)", "auto"), ("dB", "db"), ("linear power", "linear")]
 
 STAGE_CHOICES = [("1 TerraMind S1→S2", "1"), ("2 Prithvi refiner", "2"), ("3 TerraMind grounding", "3")]
+
+# Panel key -> (label, elem_id) of its gr.Image, in layout order.
+PANEL_LABELS = {
+    "sar": ("SAR false colour (R VV, G VH, B VV−VH)", "sar-image"),
+    "opt_v1": ("opt_v1 (stage 1)", "opt-v1-image"),
+    "opt_v2": ("opt_v2 (stage 2)", "opt-v2-image"),
+    "opt_v3": ("opt_v3 (stage 3)", "opt-v3-image"),
+    "reference": ("Reference (real S2)", "reference-image"),
+    "change_v2": ("What stage 2 changed: opt_v2 − opt_v1", "change-v2-image"),
+    "change_v3": ("What stage 3 changed: opt_v3 − opt_v2", "change-v3-image"),
+    "error_opt_v1": ("Error |opt_v1 − reference|", "error-v1-image"),
+    "error_opt_v2": ("Error |opt_v2 − reference|", "error-v2-image"),
+    "error_opt_v3": ("Error |opt_v3 − reference|", "error-v3-image"),
+}
+# What every redraw of a run fills, in this order: the panels, the slider pair, the error-map note
+# and the error maps' column (shown only with a reference).
+DRAWN = (*panels.PANELS, "slider", "error_note", "error_column")
+# The outputs of ``/translate``, in order: those of the first release, then the ones added since.
+TRANSLATE_OUTPUTS = ("sar", "opt_v1", "opt_v2", "opt_v3", "reference", "slider", "table", "summary", "files", "run",
+                     *panels.CHANGES, *panels.ERRORS, "error_note", "warning", "spectrum", "pixel", "error_column")
+NO_REFERENCE_NOTE = "Error maps need a reference: upload the real Sentinel-2 L2A tile (or pick an example)."
 
 
 def on_gpu(duration: int = 60) -> Callable[[Callable], Callable]:
@@ -65,12 +90,50 @@ def _slider_value(images: dict | None, choice: str) -> tuple[np.ndarray, np.ndar
     return images[left], images[right]
 
 
+def draw(run: panels.Run | None, composite: str, slider_choice: str,
+         pixel: tuple[int, int] | None = None) -> dict:
+    """Everything drawn from a run for a composite (keys ``DRAWN``); all empty before the first run."""
+    if run is None:
+        return dict.fromkeys(DRAWN) | {"error_note": "", "error_column": gr.Column(visible=True)}
+    images = panels.render(run, composite or panels.DEFAULT_COMPOSITE, pixel)
+    return images | {"slider": _slider_value(images, slider_choice),
+                     "error_note": "" if run.has_reference else NO_REFERENCE_NOTE,
+                     "error_column": gr.Column(visible=run.has_reference)}
+
+
+def _drawn(run, composite, slider_choice, pixel=None) -> tuple:
+    drawn = draw(run, composite, slider_choice, pixel)
+    return tuple(drawn[key] for key in DRAWN)
+
+
+def show_composite(run, composite, slider_choice, pixel):
+    """Redraw every panel of the last run for another composite (no model runs), with its scale and colour bars."""
+    bars = panels.colour_bars(composite)
+    return (*_drawn(run, composite, slider_choice, pixel), panels.describe(composite), bars["change"],
+            bars["error"])
+
+
+def show_slider(run, composite, slider_choice, pixel):
+    """The slider pair for another choice."""
+    return draw(run, composite, slider_choice, pixel)["slider"]
+
+
+def select_pixel(run, composite, slider_choice, evt: gr.SelectData):
+    """A click on any panel: mark the pixel on every panel and chart the spectra there."""
+    if run is None or evt is None or evt.index is None:
+        return gr.skip(), *(gr.skip() for _ in DRAWN), gr.skip()
+    pixel = panels.pixel_at(evt.index, run)
+    return pixel, *_drawn(run, composite, slider_choice, pixel), panels.spectrum_figure(run, pixel)
+
+
 @on_gpu()
 def run_translate(s1_file, reference_file, preset, month, biome, seed, stages, slider_choice, units="auto",
-                  timesteps=None, progress=gr.Progress(track_tqdm=True)):  # noqa: B008  (how Gradio injects progress)
-    """Click handler (API name ``/translate``): runs ``handlers.translate`` and fills the outputs.
+                  timesteps=None, composite=panels.DEFAULT_COMPOSITE,
+                  progress=gr.Progress(track_tqdm=True)):  # noqa: B008  (how Gradio injects progress)
+    """Click handler (API name ``/translate``): runs the translation (or takes it from the cache) and draws it.
 
-    New parameters are appended with defaults, so clients written for older versions still work.
+    New parameters and outputs are appended, with defaults, so clients written for older versions
+    still work.
 
     Args:
         s1_file: Uploaded SAR GeoTIFF path.
@@ -83,17 +146,22 @@ def run_translate(s1_file, reference_file, preset, month, biome, seed, stages, s
         slider_choice: Key of ``SLIDER_CHOICES``.
         units: "auto" (from the file's metadata), "db" or "linear".
         timesteps: Diffusion steps of generate-mode stages (1..50); None keeps the preset's.
+        composite: Key of ``display.COMPOSITES`` the optical panels and maps are drawn in.
         progress: Gradio progress tracker (also follows tqdm bars).
 
     Returns:
-        SAR, opt_v1, opt_v2, opt_v3 and reference images, the slider pair, the metrics table,
-        the summary Markdown, the output files and the images for ``gr.State``.
+        The values of ``TRANSLATE_OUTPUTS``: SAR, opt_v1, opt_v2, opt_v3 and reference panels,
+        the slider pair, the metrics table, the summary Markdown, the output files, the run
+        (``gr.State``), then the two change maps, the three error maps, the error-map note, the
+        month/biome warning, the (cleared) spectrum chart, the (cleared) pixel (``gr.State``)
+        and the error maps' column (shown with a reference). API clients do not receive the
+        states and the column.
 
     Raises:
         gr.Error: with a one-line message, for bad input or any failure.
     """
     try:
-        result = handlers.translate(s1_file, reference_file, preset, month, biome, seed, stages,
+        result = examples.translate(s1_file, reference_file, preset, month, biome, seed, stages,
                                     units=None if units in (None, "auto") else units, timesteps=timesteps,
                                     progress=lambda fraction, desc: progress(fraction, desc=desc))
     except handlers.AppError as error:
@@ -101,12 +169,11 @@ def run_translate(s1_file, reference_file, preset, month, biome, seed, stages, s
     except Exception as error:  # a bug must still reach the user as one line, not a traceback
         logger.exception("translate failed")
         raise gr.Error(f"unexpected error ({type(error).__name__}): {handlers.one_line(error)}") from None
-    images = result["images"]
-    return (
-        images["sar"], images["opt_v1"], images["opt_v2"], images["opt_v3"], images["reference"],
-        _slider_value(images, slider_choice), result["table"], handlers.summary_markdown(result),
-        result["files"], images,
-    )
+    run = panels.run_of(result)
+    values = draw(run, composite, slider_choice) | {
+        "table": result["table"], "summary": handlers.summary_markdown(result), "files": result["files"], "run": run,
+        "warning": handlers.conditioning_warning(result["notes"]), "spectrum": None, "pixel": None}
+    return tuple(values[key] for key in TRANSLATE_OUTPUTS)
 
 
 def _timesteps_default(preset: str) -> tuple[int, str]:
@@ -183,97 +250,147 @@ def show_per_tile(directory, metric, subset=None):
         raise gr.Error(str(error), print_exception=False) from None
 
 
-def _examples() -> tuple[list[list], list[str]]:
-    """Bundled test-split pairs as example rows (SAR, reference, month 0 = from file, biome) and labels."""
-    pairs = handlers.example_pairs(3)
-    rows = [[str(p.s1_path), str(p.s2_path), 0, p.biome] for p in pairs]
-    labels = [f"{p.biome}, month {p.month or '?'}: {p.name}" for p in pairs]
-    return rows, labels
+def _panel(key: str) -> gr.Image:
+    """One image panel: PNG (lossless), shown at least ``panels.MIN_PANEL_PX`` wide, pixels kept sharp."""
+    label, elem_id = PANEL_LABELS[key]
+    return gr.Image(label=label, type="numpy", format="png", interactive=False, elem_id=elem_id, scale=0,
+                    min_width=panels.PANEL_WIDTH_PX, elem_classes=["pixelated"], buttons=["download", "fullscreen"])
 
 
-def build_demo(presets: Sequence[str] = handlers.PRESET_CHOICES,
-               results_dir: str | Path = evaluation.RESULTS_DIR) -> gr.Blocks:
+def _colour_bar(kind: str, label: str) -> gr.Image:
+    """The colour bar of the change or error maps (redrawn with the composite)."""
+    return gr.Image(panels.colour_bars(panels.DEFAULT_COMPOSITE)[kind], label=label, type="numpy", format="png",
+                    interactive=False, height=90, width=panels.MIN_PANEL_PX + 16, buttons=[],
+                    elem_id=f"{kind}-colour-bar")
+
+
+def build_demo(presets: Sequence[str] | None = None,
+               results_dir: str | Path = evaluation.RESULTS_DIR, warm_examples: bool = True) -> gr.Blocks:
     """Build the app.
 
     Args:
-        presets: Choices of the preset dropdown; the first is the default. Tests pass a saved
+        presets: Choices of the preset dropdown; the first is the default (None:
+            ``handlers.preset_choices()``, i.e. ``GAC_PRESET`` or a Space's config). Tests pass a saved
             checkpoint folder here. Custom values are not accepted from the browser, so users
             cannot make the server load arbitrary folders or Hub repos.
         results_dir: The evaluation results the Evaluation tab shows (read once, here; no model runs).
+        warm_examples: Fill the result cache with every example (default preset and options) in
+            a background thread when the first page opens (``examples.start_warm_up``).
 
     Returns:
         The Blocks app (not launched).
     """
-    presets = list(presets)
+    presets = list(presets) if presets is not None else handlers.preset_choices()
     # delete_cache: drop cached uploads/outputs older than an hour, checked hourly.
     with gr.Blocks(title="GAC SAR → optical", delete_cache=(3600, 3600)) as demo:
+        # Panels are upscaled on the server; this keeps the browser from smoothing them (also in full screen).
+        gr.HTML("", head=f"<style>{panels.PIXELATED_CSS}</style>", js_on_load=None, padding=False)
         gr.Markdown(INTRO)
         with gr.Tab("Translate"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    s1_file = gr.File(label="Sentinel-1 GeoTIFF (VV, VH dB)", file_types=[".tif", ".tiff"],
-                                      type="filepath", elem_id="sar-file")
-                    reference_file = gr.File(label="Reference Sentinel-2 L2A GeoTIFF (optional)",
-                                             file_types=[".tif", ".tiff"], type="filepath")
-                    preset = gr.Dropdown(presets, value=presets[0], label="Preset",
-                                         info="mini: embedded, offline, small model trained on the bundled "
-                                              "train + validation tiles. hub: needs the Hub.")
-                    with gr.Row():
-                        month = gr.Number(0, label="Month", precision=0, minimum=0, maximum=12,
-                                          info="0 = from the file's metadata/name")
-                        seed = gr.Number(0, label="Seed", precision=0, minimum=0)
-                    biome = gr.Dropdown(list(BIOMES), value="unknown", label="Biome")
-                    stages = gr.CheckboxGroup(STAGE_CHOICES, value=["1", "2", "3"], label="Stages",
-                                              info="a skipped stage passes its input through")
-                    units = gr.Radio(UNITS_CHOICES, value="auto", label="SAR units")
-                    steps, steps_info = _timesteps_default(presets[0])
-                    timesteps = gr.Number(steps, label="Timesteps (TerraMind generate mode)", precision=0,
-                                          minimum=1, maximum=handlers.MAX_TIMESTEPS, info=steps_info)
-                    button = gr.Button("Translate", variant="primary", elem_id="translate-button")
-                with gr.Column(scale=2):
-                    with gr.Row():
-                        sar_image = gr.Image(label="SAR false colour (R VV, G VH, B VV−VH)", type="numpy",
-                                             interactive=False, elem_id="sar-image")
-                        reference_image = gr.Image(label="Reference (real S2, RGB)", type="numpy",
-                                                   interactive=False, elem_id="reference-image")
-                    with gr.Row():
-                        v1_image = gr.Image(label="opt_v1 (stage 1)", type="numpy", interactive=False,
-                                            elem_id="opt-v1-image")
-                        v2_image = gr.Image(label="opt_v2 (stage 2)", type="numpy", interactive=False,
-                                            elem_id="opt-v2-image")
-                        v3_image = gr.Image(label="opt_v3 (stage 3)", type="numpy", interactive=False,
-                                            elem_id="opt-v3-image")
-            example_rows, example_labels = _examples()
-            gr.Examples(example_rows, inputs=[s1_file, reference_file, month, biome], example_labels=example_labels,
-                        label="Bundled BigEarthNet test-split tiles (click one, then Translate)")
-            with gr.Row():
-                with gr.Column():
-                    slider_choice = gr.Radio(list(SLIDER_CHOICES), value=next(iter(SLIDER_CHOICES)),
-                                             label="Compare")
-                    slider = gr.ImageSlider(label="Slide to compare", type="numpy", interactive=False)
-                with gr.Column():
-                    summary = gr.Markdown(label="Run summary")
-            table = gr.Dataframe(label="Metrics (one row per stage, baseline and ceiling)", interactive=False,
-                                 wrap=True, elem_id="metrics-table")
-            files = gr.File(label="GeoTIFFs (input georeference) + metrics.json", file_count="multiple",
-                            interactive=False)
-            images_state = gr.State()  # the last result's images, so the slider can switch pairs
-
-            button.click(
-                run_translate,
-                inputs=[s1_file, reference_file, preset, month, biome, seed, stages, slider_choice, units,
-                        timesteps],
-                outputs=[sar_image, v1_image, v2_image, v3_image, reference_image, slider, table, summary,
-                         files, images_state],
-                api_name="translate",
-                concurrency_id=MODELS_QUEUE,
-            )
-            slider_choice.change(_slider_value, inputs=[images_state, slider_choice], outputs=slider,
-                                 api_visibility="private")
-            preset.change(_timesteps_update, inputs=preset, outputs=timesteps, api_visibility="private")
+            _translate_tab(presets, warm_examples, demo)
         with gr.Tab("Evaluation"):
             _evaluation_tab(results_dir)
     return demo
+
+
+def _translate_tab(presets: list[str], warm_examples: bool, demo: gr.Blocks) -> None:
+    """Inputs and examples; the panels, change and error maps, slider, spectrum, table and downloads."""
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            s1_file = gr.File(label="Sentinel-1 GeoTIFF (VV, VH dB)", file_types=[".tif", ".tiff"],
+                              type="filepath", elem_id="sar-file")
+            reference_file = gr.File(label="Reference Sentinel-2 L2A GeoTIFF (optional)",
+                                     file_types=[".tif", ".tiff"], type="filepath")
+            preset = gr.Dropdown(presets, value=presets[0], label="Preset",
+                                 info="mini: embedded, offline, small model trained on the bundled "
+                                      "train + validation tiles. hub: needs the Hub.")
+            with gr.Row():
+                month = gr.Number(0, label="Month", precision=0, minimum=0, maximum=12,
+                                  info="0 = from the file's metadata/name", elem_id="month")
+                seed = gr.Number(0, label="Seed", precision=0, minimum=0)
+            biome = gr.Dropdown(list(BIOMES), value="unknown", label="Biome")
+            stages = gr.CheckboxGroup(STAGE_CHOICES, value=["1", "2", "3"], label="Stages",
+                                      info="a skipped stage passes its input through")
+            units = gr.Radio(UNITS_CHOICES, value="auto", label="SAR units")
+            steps, steps_info = _timesteps_default(presets[0])
+            timesteps = gr.Number(steps, label="Timesteps (TerraMind generate mode)", precision=0,
+                                  minimum=1, maximum=handlers.MAX_TIMESTEPS, info=steps_info)
+            button = gr.Button("Translate", variant="primary", elem_id="translate-button")
+        with gr.Column(scale=2):
+            bundled = examples.examples()
+            gallery = gr.Gallery(
+                [(example.thumbnail, example.caption) for example in bundled], format="png", columns=5, height="auto",
+                allow_preview=False, object_fit="cover", elem_id="examples", elem_classes=["pixelated"],
+                label=f"Examples: the {len(bundled)} bundled BigEarthNet test-split tiles (left half SAR, right half "
+                      "the real optical); click one to translate it", buttons=[])
+
+    warning = gr.Markdown("", elem_id="conditioning-warning")
+    with gr.Row(equal_height=True):
+        composite = gr.Radio(list(COMPOSITES), value=panels.DEFAULT_COMPOSITE, label="Composite (every optical "
+                             "panel, the change and error maps)", elem_id="composite", scale=1)
+        description = gr.Markdown(panels.describe(panels.DEFAULT_COMPOSITE), elem_id="composite-description")
+    images: dict[str, gr.Image] = {}
+    with gr.Row(elem_id="panels"):
+        for key in ("sar", *panels.OPTICAL):
+            images[key] = _panel(key)
+    with gr.Row():
+        for key in panels.CHANGES:
+            images[key] = _panel(key)
+    change_bar = _colour_bar("change", "Change scale (after − before; 0 = white)")
+    error_note = gr.Markdown("", elem_id="error-note")
+    with gr.Column() as error_column:
+        with gr.Row():
+            for key in panels.ERRORS:
+                images[key] = _panel(key)
+        error_bar = _colour_bar("error", "Error scale (|stage − reference|)")
+    with gr.Row():
+        with gr.Column(min_width=panels.PANEL_WIDTH_PX):
+            slider_choice = gr.Radio(list(SLIDER_CHOICES), value=next(iter(SLIDER_CHOICES)), label="Compare",
+                                     elem_id="slider-choice")
+            slider = gr.ImageSlider(label="Slide to compare", type="numpy", format="png", interactive=False,
+                                    elem_classes=["pixelated"])
+        spectrum = gr.Plot(label="Spectrum at a pixel: click any panel", elem_id="spectrum",
+                           min_width=panels.PANEL_WIDTH_PX)
+    summary = gr.Markdown(label="Run summary")
+    table = gr.Dataframe(label="Metrics (one row per stage, baseline and ceiling)", interactive=False,
+                         wrap=True, elem_id="metrics-table")
+    files = gr.File(label="GeoTIFFs (input georeference) + metrics.json", file_count="multiple",
+                    interactive=False)
+    run_state = gr.State()  # the last run's arrays: composites and the spectrum redraw from them
+    pixel_state = gr.State()  # the clicked (row, column), marked on every panel
+
+    translate_inputs = [s1_file, reference_file, preset, month, biome, seed, stages, slider_choice, units,
+                        timesteps, composite]
+    components = images | {"slider": slider, "table": table, "summary": summary, "files": files, "run": run_state,
+                           "error_note": error_note, "warning": warning, "spectrum": spectrum, "pixel": pixel_state,
+                           "error_column": error_column}
+    translate_outputs = [components[key] for key in TRANSLATE_OUTPUTS]
+    drawn = [components[key] for key in DRAWN]
+    button.click(run_translate, inputs=translate_inputs, outputs=translate_outputs, api_name="translate",
+                 concurrency_id=MODELS_QUEUE)
+
+    def pick_example(evt: gr.SelectData):
+        """Fill the form with a clicked example: its SAR, its reference, month from the file, its biome."""
+        pair = bundled[evt.index].pair
+        return str(pair.s1_path), str(pair.s2_path), 0, pair.biome
+
+    # A clicked example fills the form, then runs (answered from the cache once warm).
+    gallery.select(pick_example, outputs=[s1_file, reference_file, month, biome], api_visibility="private",
+                   queue=False).then(run_translate, inputs=translate_inputs, outputs=translate_outputs,
+                                     api_visibility="private", concurrency_id=MODELS_QUEUE)
+    redraw = [run_state, composite, slider_choice, pixel_state]
+    composite.change(show_composite, inputs=redraw, outputs=[*drawn, description, change_bar, error_bar],
+                     api_visibility="private")
+    slider_choice.change(show_slider, inputs=redraw, outputs=slider, api_visibility="private")
+    for image in images.values():
+        image.select(select_pixel, inputs=[run_state, composite, slider_choice],
+                     outputs=[pixel_state, *drawn, spectrum], api_visibility="private")
+    preset.change(_timesteps_update, inputs=preset, outputs=timesteps, api_visibility="private")
+    if warm_examples:
+        def warm_up() -> None:
+            examples.start_warm_up(presets[0], [example.pair for example in bundled])
+
+        demo.load(warm_up, api_visibility="private", queue=False)
 
 
 def _evaluation_tab(results_dir: str | Path) -> None:

@@ -9,8 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import handlers
-from gac_pipeline.display import rgb_composite
+from app import examples, handlers, panels, ui
+from gac_pipeline.bands import BAND_CENTRES_NM, S2L2A_BANDS
+from gac_pipeline.display import (
+    COMPOSITES,
+    change_map,
+    colour_bar,
+    composite,
+    error_map,
+    mean_absolute_change,
+    rgb_composite,
+)
 from tests import bad_inputs
 from tests.conftest import tiny_terramind
 
@@ -64,6 +73,7 @@ def _row(table, name):
 def test_translate_with_reference_scores_every_stage_and_baseline(with_reference, real_pair):
     table = with_reference["table"]
     assert list(table["image"]) == [*STAGES, handlers.BASELINE_ROW, handlers.REFERENCE_ROW]
+    assert list(table.columns) == list(handlers.TABLE_COLUMNS)
     for name in (*STAGES, handlers.BASELINE_ROW):
         row = _row(table, name)
         for column in ("PSNR (dB)", "SSIM", "SAM (deg)"):
@@ -309,6 +319,248 @@ def test_training_mean_is_from_the_train_split():
     assert mean.shape == (12,) and np.all((mean > 0) & (mean < 10000))
 
 
+# ----------------------------------------------------------------------------- translate tab: panels
+
+
+@pytest.fixture(scope="module")
+def shown_run(with_reference):
+    return panels.run_of(with_reference)
+
+
+@pytest.fixture(scope="module")
+def without_reference(real_pair, tiny_preset, tmp_path_factory):
+    return handlers.translate(real_pair.s1_path, None, tiny_preset, out_dir=tmp_path_factory.mktemp("no_ref"))
+
+
+def _select(x: int, y: int):
+    import gradio as gr
+
+    return gr.SelectData(None, {"index": [x, y], "value": None})
+
+
+def _no_model_runs(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a redraw must not run the models")
+
+    for target in (handlers, examples):
+        monkeypatch.setattr(target, "translate", refuse)
+    monkeypatch.setattr(handlers, "load_pipeline", refuse)
+
+
+def _drawn(outputs) -> dict:
+    return dict(zip(ui.DRAWN, outputs[:len(ui.DRAWN)], strict=True))
+
+
+def test_panels_are_upscaled_nearest_neighbour_to_at_least_384_px(shown_run):
+    factor = shown_run.factor
+    assert factor == 4 and shown_run.shape == (120, 120)  # a bundled 120-px tile shows 480 px wide
+    images = panels.render(shown_run)
+    for key in panels.PANELS:
+        image = images[key]
+        assert image.dtype == np.uint8 and image.shape == (480, 480, 3), key
+        blocks = image.reshape(120, factor, 120, factor, 3)
+        assert (blocks == blocks[:, :1, :, :1]).all(), key  # every source pixel is a flat factor x factor block
+    np.testing.assert_array_equal(images["opt_v2"][::factor, ::factor], composite(shown_run.dn["opt_v2"],
+                                                                                  "true colour"))
+    assert panels.upscale_factor(1024, 1024) == 1 and panels.upscale_factor(200, 100) == 2
+
+
+@pytest.mark.parametrize("name", list(COMPOSITES))
+def test_composite_switch_redraws_every_panel_without_running_the_model(name, shown_run, monkeypatch):
+    _no_model_runs(monkeypatch)
+    outputs = ui.show_composite(shown_run, name, next(iter(ui.SLIDER_CHOICES)), None)
+    drawn, (description, change_bar, error_bar) = _drawn(outputs), outputs[len(ui.DRAWN):]
+    factor = shown_run.factor
+    for key in panels.OPTICAL:
+        np.testing.assert_array_equal(drawn[key], panels.upscale(composite(shown_run.dn[key], name), factor))
+    np.testing.assert_array_equal(drawn["sar"], panels.upscale(shown_run.sar, factor))
+    left, right = drawn["slider"]
+    np.testing.assert_array_equal(left, drawn["opt_v1"])
+    np.testing.assert_array_equal(right, drawn["opt_v2"])
+    assert COMPOSITES[name] in description
+    np.testing.assert_array_equal(change_bar, colour_bar("change", name, width=panels.MIN_PANEL_PX))
+    np.testing.assert_array_equal(error_bar, colour_bar("error", name, width=panels.MIN_PANEL_PX))
+    if name != "true colour":  # the panels really change with the composite
+        assert not np.array_equal(drawn["opt_v3"], panels.render(shown_run)["opt_v3"])
+
+
+@pytest.mark.parametrize("name", ["true colour", "NDVI"])
+def test_change_maps_are_of_the_shown_run(name, shown_run):
+    drawn = ui.draw(shown_run, name, next(iter(ui.SLIDER_CHOICES)))
+    dn, factor = shown_run.dn, shown_run.factor
+    np.testing.assert_array_equal(drawn["change_v2"], panels.upscale(change_map(dn["opt_v2"], dn["opt_v1"], name),
+                                                                     factor))
+    np.testing.assert_array_equal(drawn["change_v3"], panels.upscale(change_map(dn["opt_v3"], dn["opt_v2"], name),
+                                                                     factor))
+
+
+def test_error_maps_only_with_a_reference(shown_run, without_reference):
+    drawn = ui.draw(shown_run, "SWIR", next(iter(ui.SLIDER_CHOICES)))
+    for stage in STAGES:
+        expected = error_map(shown_run.dn[stage], shown_run.dn["reference"], "SWIR")
+        np.testing.assert_array_equal(drawn[f"error_{stage}"], panels.upscale(expected, shown_run.factor))
+    assert drawn["error_note"] == "" and drawn["error_column"].visible is True
+
+    bare = ui.draw(panels.run_of(without_reference), "SWIR", "opt_v3 ↔ reference")
+    assert all(bare[f"error_{stage}"] is None for stage in STAGES) and bare["reference"] is None
+    assert bare["error_note"] == ui.NO_REFERENCE_NOTE and bare["error_column"].visible is False
+    assert bare["slider"] is None  # nothing to compare opt_v3 with
+    assert bare["change_v2"] is not None and bare["change_v3"] is not None
+
+
+def test_change_column_is_the_mean_absolute_change_in_reflectance(with_reference, without_reference):
+    for result in (with_reference, without_reference):
+        column = result["table"].set_index("image")[handlers.CHANGE_COLUMN]
+        dn = result["dn"]
+        assert column["opt_v1"] == "n/a (first stage)"
+        for before, after in (("opt_v1", "opt_v2"), ("opt_v2", "opt_v3")):
+            expected = mean_absolute_change(dn[after], dn[before])
+            assert expected > 0 and column[after] == float(f"{expected:.3g}"), (after, column[after], expected)
+        assert column[handlers.BASELINE_ROW] == "n/a (not a stage)"
+    assert with_reference["table"].set_index("image").loc[handlers.REFERENCE_ROW, handlers.CHANGE_COLUMN] == "—"
+
+
+def test_change_column_is_zero_for_a_skipped_stage(real_pair, tiny_preset, tmp_path):
+    result = handlers.translate(real_pair.s1_path, None, tiny_preset, stages=["1", "3"], out_dir=tmp_path)
+    assert result["table"].set_index("image").loc["opt_v2", handlers.CHANGE_COLUMN] == 0.0
+
+
+def test_clicked_pixel_charts_every_spectrum_and_is_marked(shown_run, monkeypatch):
+    _no_model_runs(monkeypatch)
+    factor = shown_run.factor
+    x, y = 37 * factor + 2, 81 * factor + 1  # displayed pixels: column 37, row 81 of the tile
+    pixel, *drawn_outputs, figure = ui.select_pixel(shown_run, "NDVI", next(iter(ui.SLIDER_CHOICES)), _select(x, y))
+    assert pixel == (81, 37)
+    assert [trace.name for trace in figure.data] == [*STAGES, "reference"]  # one trace per image
+    for trace in figure.data:
+        assert list(trace.x) == list(BAND_CENTRES_NM) and list(trace.customdata) == list(S2L2A_BANDS)
+        expected = shown_run.dn[trace.name][:, 81, 37] / 10000
+        np.testing.assert_allclose(np.array(trace.y, dtype=float), expected, rtol=1e-6)
+    drawn = _drawn(drawn_outputs)
+    for key in panels.PANELS:
+        image, plain = drawn[key], panels.render(shown_run, "NDVI")[key]
+        changed = np.argwhere((image != plain).any(axis=2))
+        assert len(changed) > 0 and (image[tuple(changed.T)] == panels.CROSSHAIR_COLOUR).all(), key
+        # The crosshair surrounds the pixel and leaves the pixel itself visible.
+        block = (slice(81 * factor, 82 * factor), slice(37 * factor, 38 * factor))
+        np.testing.assert_array_equal(image[block], plain[block])
+        rows, columns = changed[:, 0], changed[:, 1]
+        assert rows.min() < 81 * factor and rows.max() >= 82 * factor
+        assert columns.min() < 37 * factor and columns.max() >= 38 * factor
+    # The mark stays when the composite changes.
+    redrawn = _drawn(ui.show_composite(shown_run, "true colour", next(iter(ui.SLIDER_CHOICES)), pixel))
+    np.testing.assert_array_equal(redrawn["opt_v1"], panels.mark_pixel(panels.render(shown_run)["opt_v1"], pixel,
+                                                                       factor))
+
+
+def test_spectrum_without_reference_has_three_traces(without_reference):
+    run = panels.run_of(without_reference)
+    figure = panels.spectrum_figure(run, panels.pixel_at((10_000, -5), run))  # clipped to the tile
+    assert [trace.name for trace in figure.data] == list(STAGES)
+    assert figure.layout.title.text == "Spectrum at row 0, column 119"
+
+
+def test_warning_when_month_or_biome_not_seen_in_training(tmp_path):
+    assert handlers.conditioning_warning(["SAR read as VV, VH"]) == ""
+    line = handlers.conditioning_warning(["stage 2: month 3 not seen in training: used unknown",
+                                          "stage 2: biome alpine not seen in training: used unknown"])
+    assert line.startswith("**Warning:**") and "month 3" in line and "biome alpine" in line
+
+    # A month mini's stage 2 never saw in training gets the warning on the page.
+    pipeline, _ = handlers.load_pipeline("mini")
+    unseen = min(set(range(1, 13)) - set(pipeline.stage2.config.seen_months))
+    pair = handlers.example_pairs(1)[0]
+    outputs = ui.run_translate(str(pair.s1_path), str(pair.s2_path), "mini", unseen, pair.biome, 0, ["1", "2", "3"],
+                               next(iter(ui.SLIDER_CHOICES)), progress=lambda *args, **kwargs: None)
+    warning = outputs[ui.TRANSLATE_OUTPUTS.index("warning")]
+    assert warning.startswith("**Warning:**") and f"month {unseen} not seen in training" in warning
+    # Without stage 2 nothing was conditioned on the month: no warning.
+    skipped = ui.run_translate(str(pair.s1_path), None, "mini", unseen, pair.biome, 0, ["1", "3"],
+                               next(iter(ui.SLIDER_CHOICES)), progress=lambda *args, **kwargs: None)
+    assert skipped[ui.TRANSLATE_OUTPUTS.index("warning")] == ""
+
+
+def test_translate_tab_outputs_match_the_wiring(shown_run):
+    """Each handler returns one value per output component its events list."""
+    demo = ui.build_demo(warm_examples=False)
+    outputs: dict[str, set[int]] = {}
+    for fn in demo.fns.values():
+        outputs.setdefault(getattr(fn.fn, "__name__", ""), set()).add(len(fn.outputs))
+    assert outputs["run_translate"] == {len(ui.TRANSLATE_OUTPUTS)}  # the button and a clicked example
+    choice = next(iter(ui.SLIDER_CHOICES))
+    assert outputs["show_composite"] == {len(ui.show_composite(shown_run, "SWIR", choice, None))}
+    assert outputs["select_pixel"] == {len(ui.select_pixel(shown_run, "SWIR", choice, _select(1, 1)))}
+    assert outputs["show_slider"] == {1}
+    assert outputs["pick_example"] == {4}
+    assert "warm_up" not in outputs  # no background warm-up asked for
+
+
+# ----------------------------------------------------------------------------- examples and the result cache
+
+
+def test_every_bundled_test_tile_is_an_example_with_a_thumbnail():
+    from gac_pipeline.data import evaluation_pairs
+
+    bundled = examples.examples()
+    expected = {pair.name for pair in evaluation_pairs() if pair.s2_path is not None}
+    assert {example.pair.name for example in bundled} == expected and len(bundled) == len(expected)
+    assert len({example.pair.biome for example in bundled[:2]}) == 2  # different biomes first
+    for example in bundled:
+        assert example.thumbnail.dtype == np.uint8 and example.thumbnail.shape == (120, 120, 3)
+        assert example.caption.startswith(f"{example.pair.biome}, ")
+    assert examples.caption(bundled[0].pair) == "alpine, Jun 2017"
+
+
+def test_result_cache_answers_a_repeated_request_without_running(real_pair, tiny_preset, monkeypatch):
+    calls = []
+    real_translate = handlers.translate
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real_translate(*args, **kwargs)
+
+    monkeypatch.setattr(handlers, "translate", counted)
+    examples.clear_cache()
+    first = examples.translate(real_pair.s1_path, real_pair.s2_path, tiny_preset, 0, real_pair.biome, 0,
+                               ["3", "1", "2"], timesteps=7)  # regress-mode preset: timesteps do not matter
+    again = examples.translate(str(real_pair.s1_path), real_pair.s2_path, tiny_preset, 0, real_pair.biome, 0,
+                               ["1", "2", "3"])
+    assert len(calls) == 1 and again["cached"] is True and "cached" not in first
+    assert again["dn"] is first["dn"] and again["files"] == first["files"]
+    assert "from the app's cache" in handlers.summary_markdown(again)
+    other_seed = examples.translate(real_pair.s1_path, real_pair.s2_path, tiny_preset, 0, real_pair.biome, 1)
+    assert len(calls) == 2 and "cached" not in other_seed
+    # Outputs cleaned up meanwhile: run again rather than offer missing files.
+    for path in first["files"]:
+        Path(path).unlink()
+    rerun = examples.translate(real_pair.s1_path, real_pair.s2_path, tiny_preset, 0, real_pair.biome, 0)
+    assert len(calls) == 3 and "cached" not in rerun and all(Path(path).is_file() for path in rerun["files"])
+    # A memory budget, least recently used out first: room for one result only.
+    assert examples.result_bytes(rerun) > 2 * 2**20 and len(examples._results) == 2
+    monkeypatch.setattr(examples, "CACHE_MAX_BYTES", examples.result_bytes(rerun) + 1)
+    examples.translate(real_pair.s1_path, None, tiny_preset, 0, real_pair.biome, 0)
+    assert len(calls) == 4 and len(examples._results) == 1
+    assert examples.translate(real_pair.s1_path, None, tiny_preset, 0, real_pair.biome, 0)["cached"] is True
+    examples.clear_cache()
+
+
+def test_warm_up_caches_the_examples(tiny_preset, monkeypatch):
+    pairs = handlers.example_pairs(2)
+    examples.clear_cache()
+    assert examples.warm(tiny_preset, pairs) == 2
+    calls = []
+    monkeypatch.setattr(handlers, "translate", lambda *a, **k: calls.append(a))
+    for pair in pairs:  # what a click on the example asks for: answered from the cache
+        outputs = ui.run_translate(str(pair.s1_path), str(pair.s2_path), tiny_preset, 0, pair.biome, 0,
+                                   ["1", "2", "3"], next(iter(ui.SLIDER_CHOICES)), "auto", 10,
+                                   progress=lambda *args, **kwargs: None)
+        values = dict(zip(ui.TRANSLATE_OUTPUTS, outputs, strict=True))
+        assert values["opt_v1"] is not None and "from the app's cache" in values["summary"]
+    assert calls == []
+    assert examples.warm("/no/such/preset", pairs) == 0  # a preset that cannot load stops the warm-up, no raise
+    examples.clear_cache()
+
+
 # ----------------------------------------------------------------------------- server
 
 
@@ -334,15 +586,17 @@ def client(tiny_preset):
         demo.close()
 
 
+# The slider choice of the first release: still accepted, so older clients keep working.
+FIRST_SLIDER_CHOICE = "opt_v1 ↔ opt_v3 (what stages 2+3 changed)"
+
+
 def _call(client, s1, reference=None, preset="mini", *extra):
     """``/translate`` with the arguments of the first release; ``extra`` appends the newer ones."""
     from gradio_client import handle_file
 
-    from app.ui import SLIDER_CHOICES
-
     reference = handle_file(str(reference)) if reference else None
     return client.predict(handle_file(str(s1)), reference, preset, 0, "unknown", 0, ["1", "2", "3"],
-                          next(iter(SLIDER_CHOICES)), *extra, api_name="/translate")
+                          FIRST_SLIDER_CHOICE, *extra, api_name="/translate")
 
 
 def test_server_translates_and_recovers_from_bad_file(client, real_pair, tiny_preset, tmp_path):
@@ -355,6 +609,11 @@ def test_server_translates_and_recovers_from_bad_file(client, real_pair, tiny_pr
     assert isinstance(table["data"][0][1], float)  # PSNR of opt_v1
     assert "GAC-mini" in summary and "trained from random init" in summary
     assert len(files) == 4
+    # Appended outputs (the states and the error maps' column are not sent to API clients).
+    change_v2, change_v3, *errors, error_note, warning, spectrum = outputs[9:]
+    assert change_v2 is not None and change_v3 is not None and all(error is not None for error in errors)
+    assert len(errors) == 3 and error_note == "" and spectrum is None
+    assert warning == ""  # mini saw June (the pair's month) and the "unknown" biome in training
 
     with pytest.raises(AppError, match="sar_3_bands.tif"):
         _call(client, bad_inputs.write_sar_bands(tmp_path))
@@ -362,12 +621,14 @@ def test_server_translates_and_recovers_from_bad_file(client, real_pair, tiny_pr
     again = _call(client, real_pair.s1_path, preset=tiny_preset)
     assert again[1] is not None and again[4] is None  # opt_v1 image, no reference panel
     assert again[6]["data"][0][1] == "n/a (no reference)"
+    assert again[9] is not None and list(again[11:14]) == [None] * 3  # change maps, no error maps
+    assert again[14] == ui.NO_REFERENCE_NOTE
 
 
 def test_server_takes_units_and_timesteps(client, real_pair):
     from gradio_client.exceptions import AppError
 
-    outputs = _call(client, real_pair.s1_path, None, "mini", "db", 12)
+    outputs = _call(client, real_pair.s1_path, None, "mini", "db", 12, "NDVI")
     assert outputs[1] is not None
     # The number box's own bounds (1..50) refuse it before the handler, also with one line.
     with pytest.raises(AppError, match="less than minimum value 1"):
@@ -380,3 +641,15 @@ def test_summary_heading_is_short_and_the_provenance_a_list():
               "timings_s": {"total": 1.0}, "notes": []}
     text = handlers.summary_markdown(result)
     assert text.startswith("### GAC-mini [trained]\n\nsmall pipeline:\n- stage 1: trained\n- stage 2: kept")
+
+
+def test_preset_choices_come_from_gac_preset_or_the_space_config(monkeypatch, tmp_path):
+    from app import handlers
+
+    monkeypatch.setattr(handlers, "SPACE_CONFIG", tmp_path / "space_config.json")
+    monkeypatch.delenv("GAC_PRESET", raising=False)
+    assert handlers.preset_choices() == ["mini", "hub"]
+    (tmp_path / "space_config.json").write_text('{"preset": "me/gac@abc123,mini"}')
+    assert handlers.preset_choices() == ["me/gac@abc123", "mini"]
+    monkeypatch.setenv("GAC_PRESET", " mini , me/other@def , mini")
+    assert handlers.preset_choices() == ["mini", "me/other@def"]
