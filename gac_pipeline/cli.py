@@ -1,4 +1,4 @@
-"""Command line: ``python -m gac_pipeline translate S1.tif --out DIR [options]``."""
+"""Command line: ``python -m gac_pipeline translate S1.tif --out DIR [options]`` and ``publish model|space``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from gac_pipeline import publish
 from gac_pipeline.bands import S2L2A_BANDS
 
 # Scoring reads the three outputs back into memory; beyond this the scene is written but not scored.
@@ -35,11 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
                            help="units of the SAR values (default: from metadata, else dB)")
     translate.add_argument("--load-in-8bit", action="store_true", help="run the Prithvi backbone in int8")
     translate.add_argument("--no-progress", action="store_true")
+    publish.add_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "publish":
+        return publish.main(args)
     # Imported here so `--help` is instant and import problems become one-line errors too.
     from gac_pipeline.io import InputError
 

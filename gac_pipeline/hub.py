@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,12 +63,22 @@ def sha256(path: Path) -> str:
 
 
 def inside(root: Path, relative: str) -> Path:
-    """``root / relative``, refusing anything that resolves outside ``root``."""
+    """``root / relative``, refusing anything that resolves outside ``root``.
+
+    Symlinks are followed, so a link out of the folder is refused too, except the Hugging Face
+    cache's own: in a snapshot (``<repo>/snapshots/<commit>/``) every file is a symlink to
+    ``<repo>/blobs/<hash>``. Those are accepted, and returned as the path inside the snapshot.
+    """
     root = root.resolve()
     target = (root / relative).resolve()
-    if target != root and root not in target.parents:
-        raise CheckpointSafetyError(f"{relative}: path escapes the checkpoint folder {root}")
-    return target
+    if target == root or root in target.parents:
+        return target
+    lexical = Path(os.path.normpath(root / relative))
+    snapshot = next((folder for folder in (root, *root.parents) if folder.parent.name == "snapshots"), None)
+    if (snapshot is not None and snapshot in lexical.parents
+            and target.parent == (snapshot.parent.parent / "blobs").resolve()):
+        return lexical
+    raise CheckpointSafetyError(f"{relative}: path escapes the checkpoint folder {root}")
 
 
 def verify_folder(root: Path, recorded: dict[str, str]) -> None:

@@ -71,7 +71,11 @@ def quantize_linears_8bit(module: nn.Module) -> None:
 
     LoRA's own layers stay in full precision (they are the trainable part).
     """
-    import bitsandbytes as bnb
+    try:
+        import bitsandbytes as bnb
+    except ImportError as error:  # a dev extra: the runtime requirements (a Space) leave it out
+        raise RuntimeError("--load-in-8bit needs bitsandbytes: pip install -r requirements-dev.txt "
+                           "-c constraints.txt") from error
 
     for name, child in list(module.named_children()):
         if name.startswith("lora_"):
