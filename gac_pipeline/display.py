@@ -19,7 +19,8 @@ Each RGB channel is ``clip(reflectance / max, 0, 1)`` scaled to 0..255:
 Derived maps, on ``composite_values``: the reflectance of the composite's three bands, or NDVI.
 
 - change map (after - before): the signed difference, averaged over the three bands, colour
-  map "RdBu_r" over -0.1..0.1 reflectance or -0.5..0.5 NDVI. 0 is white, a rise red, a fall blue.
+  map "RdBu_r" over -0.05..0.05 reflectance (a stage changes a band by a few hundredths) or
+  -0.5..0.5 NDVI. 0 is white, a rise red, a fall blue.
 - error map (|prediction - reference|): the absolute difference, averaged over the three bands,
   colour map "viridis" over 0..0.1 reflectance or 0..0.5 NDVI.
 
@@ -58,7 +59,7 @@ COMPOSITES = {
 # (low, high) of each colour-mapped image, by kind and by what it is computed on.
 SCALES = {
     ("composite", "NDVI"): (-0.2, 0.9),
-    ("change", "reflectance"): (-0.1, 0.1),
+    ("change", "reflectance"): (-0.05, 0.05),
     ("change", "NDVI"): (-0.5, 0.5),
     ("error", "reflectance"): (0.0, 0.1),
     ("error", "NDVI"): (0.0, 0.5),

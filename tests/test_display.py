@@ -78,12 +78,12 @@ def test_no_change_is_neutral_and_signs_are_warm_and_cool(name):
 def test_change_beyond_the_scale_saturates_without_rescaling():
     before = tile(WATER)
     low, high = display.scale("change", "true colour")
-    assert (low, high) == (-0.1, 0.1) and display.scale("change", "NDVI") == (-0.5, 0.5)
-    saturated = display.change_map(before + 2000, before, "true colour")  # +0.2 reflectance
+    assert (low, high) == (-0.05, 0.05) and display.scale("change", "NDVI") == (-0.5, 0.5)
+    saturated = display.change_map(before + 2000, before, "true colour")  # +0.2 reflectance, 4x the scale
     np.testing.assert_array_equal(saturated, display.change_map(before + 4000, before, "true colour"))
     assert colours(saturated) == {tuple(display.LUTS["change"][-1])}
     # Half the scale is halfway between neutral and the end, not stretched to the data.
-    half = display.change_map(before + 500, before, "true colour")
+    half = display.change_map(before + 250, before, "true colour")
     assert colours(half) == {tuple(display.LUTS["change"][192])}
 
 
