@@ -105,3 +105,17 @@ def test_gradient_energy_match_is_per_band():
     recoloured = mean.expand_as(target).clone()
     recoloured[:, 2] = mean[:, 2] + (target[:, 2] - mean[:, 2]) * 1.6
     assert losses.gradient_energy_match(recoloured, target).item() > 5.0
+
+
+def test_adversarial_step_trains_the_critic_and_returns_the_generator_term():
+    from training import losses
+
+    torch.manual_seed(0)
+    critic = losses.PatchDiscriminator()
+    optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3)
+    real, fake = torch.randn(2, 12, 32, 32) + 1.0, torch.randn(2, 12, 32, 32, requires_grad=True)
+    before = [p.detach().clone() for p in critic.parameters()]
+    term = losses.adversarial_step(critic, optimizer, fake, real)
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(before, critic.parameters()))  # the critic stepped
+    term.backward()
+    assert term.ndim == 0 and fake.grad is not None and fake.grad.abs().sum() > 0  # the generator gets a gradient

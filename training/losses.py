@@ -154,3 +154,32 @@ def lpips_loss(pred_dn: torch.Tensor, target_dn: torch.Tensor) -> torch.Tensor:
         return (reflectance / LPIPS_STRETCH_MAX).clamp(0.0, 1.0) * 2.0 - 1.0
 
     return network(rgb(pred_dn), rgb(target_dn)).mean()
+
+
+class PatchDiscriminator(torch.nn.Module):
+    """A small PatchGAN critic on standardized 12-band images: one realism score per ~22-px patch.
+
+    Spectral norm on every layer keeps it Lipschitz, so a small generator weight stays stable.
+    """
+
+    def __init__(self, channels: int = 12, width: int = 32):
+        super().__init__()
+        norm = torch.nn.utils.parametrizations.spectral_norm
+        self.layers = torch.nn.Sequential(
+            norm(torch.nn.Conv2d(channels, width, 4, stride=2, padding=1)), torch.nn.LeakyReLU(0.2),
+            norm(torch.nn.Conv2d(width, 2 * width, 4, stride=2, padding=1)), torch.nn.LeakyReLU(0.2),
+            norm(torch.nn.Conv2d(2 * width, 1, 3, padding=1)),
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.layers(image)
+
+
+def adversarial_step(critic: PatchDiscriminator, optimizer: torch.optim.Optimizer, pred_std: torch.Tensor,
+                     target_std: torch.Tensor) -> torch.Tensor:
+    """One hinge-loss update of ``critic`` on (real, detached prediction), then the generator's hinge term."""
+    critic_loss = (F.relu(1 - critic(target_std)).mean() + F.relu(1 + critic(pred_std.detach())).mean())
+    optimizer.zero_grad(set_to_none=True)
+    critic_loss.backward()
+    optimizer.step()
+    return -critic(pred_std).mean()

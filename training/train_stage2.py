@@ -10,7 +10,9 @@ stored stage-1 outputs (``--opt-v1``: out-of-fold for every training tile, writt
 ``train_mini``'s cross-validation or ``training.precompute_stage1``); the target is the real
 tile. Loss: ``--l1-weight`` x L1 (+ ``--l2-weight`` x L2) in standardized units +
 ``--fft-weight`` x L1 between Fourier amplitude spectra (texture at the right scales, wherever it
-sits) + ``--ssim-weight`` x (1 - SSIM) + ``--sam-weight`` x spectral angle (+ ``--lpips-weight``
+sits) + ``--sharpness-weight`` x the band-wise gradient-energy match + ``--adv-weight`` x a PatchGAN
+critic's hinge term (the critic, ``losses.PatchDiscriminator``, takes one step per batch beside the
+stage; it is not saved) + ``--ssim-weight`` x (1 - SSIM) + ``--sam-weight`` x spectral angle (+ ``--lpips-weight``
 x LPIPS, only where its weights exist locally). The head's output starts at zero, so step 0 is
 the identity. Month and biome are each replaced by "unknown" with probability
 ``--cond-dropout``, so the "unknown" rows are trained; the months and biomes seen are recorded
@@ -61,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fft-weight", type=float, default=0.0, help="weight of the Fourier-amplitude L1")
     parser.add_argument("--sharpness-weight", type=float, default=0.0,
                         help="weight of the gradient-energy match (|ln| of the sharpness ratio)")
+    parser.add_argument("--adv-weight", type=float, default=0.0,
+                        help="weight of a PatchGAN critic's hinge term (the critic trains beside the stage)")
     parser.add_argument("--l1-weight", type=float, default=1.0)
     parser.add_argument("--l2-weight", type=float, default=0.0)
     parser.add_argument("--ssim-weight", type=float, default=0.1)
@@ -104,6 +108,9 @@ def drop_conditioning(values: torch.Tensor, draws: torch.Tensor, probability: fl
 
 
 def make_loss(args: argparse.Namespace, std):
+    critic = losses.PatchDiscriminator() if args.adv_weight else None
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.lr, betas=(0.5, 0.9)) if critic else None
+
     def loss_fn(model, batch):
         month = biome = None
         if not args.no_conditioning:
@@ -119,6 +126,9 @@ def make_loss(args: argparse.Namespace, std):
                              (args.lpips_weight, lambda: losses.lpips_loss(pred, target))):
             if weight:
                 loss = loss + weight * term()
+        if critic is not None:
+            critic.to(pred.device)
+            loss = loss + args.adv_weight * losses.adversarial_step(critic, critic_optimizer, std.s2(pred), std.s2(target))
         return loss
 
     return loss_fn
@@ -173,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
         terms = " + ".join(name for name, weight in (("L1", args.l1_weight), ("L2", args.l2_weight),
                                                      ("Fourier amplitude", args.fft_weight),
                                                      ("gradient-energy match", args.sharpness_weight),
+                                                     ("PatchGAN critic", args.adv_weight),
                                                      ("SSIM", args.ssim_weight),
                                                      ("spectral angle", args.sam_weight), ("LPIPS", args.lpips_weight))
                            if weight)
