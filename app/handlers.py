@@ -30,8 +30,17 @@ from gac_pipeline.bands import S2L2A_BANDS
 from gac_pipeline.data import BIOMES, DEFAULT_DATA_DIR, PairInfo, evaluation_pairs, list_pairs
 from gac_pipeline.display import mean_absolute_change, rgb_composite, sar_false_colour
 from gac_pipeline.io import InputError, check_same_grid, read_s1, read_s2, write_optical
-from gac_pipeline.metrics import compute_metrics, edge_r, sar_edge_agreement, sharpness, structure_r, to_json_safe
+from gac_pipeline.metrics import (
+    compute_metrics,
+    edge_r,
+    mask_note,
+    sar_edge_agreement,
+    sharpness,
+    structure_r,
+    to_json_safe,
+)
 from gac_pipeline.outputs import STAGE_NAMES
+from gac_pipeline.presets import preset_notes
 
 logger = logging.getLogger(__name__)
 
@@ -234,18 +243,19 @@ def _metric_row(name: str, metrics: dict, has_reference: bool, change: float | s
 
 
 def _reference_row(reference_dn: np.ndarray, reference_edge: float, train_energy: float | None,
-                   train_reason: str | None) -> list:
+                   train_reason: str | None, valid: np.ndarray | None = None) -> list:
     """The real optical tile's own scores: what a realistic image gets (the ceiling).
 
     PSNR, SSIM, SAM and LPIPS against itself say nothing ("—"); structure r, edge r and
     sharpness against itself are 1 by definition (nan for a flat tile), and its sharpness
-    against the training median shows how sharp real tiles of this scene are.
+    against the training median shows how sharp real tiles of this scene are. ``valid``: the
+    pixels scored (the others are masked in the SAR or the reference).
     """
-    vs_training = None if train_energy is None else sharpness(reference_dn, train_energy)
+    vs_training = None if train_energy is None else sharpness(reference_dn, train_energy, valid)
     return [REFERENCE_ROW, "—", "—",
-            _cell(structure_r(reference_dn, reference_dn), 3, "not computed"),
-            _cell(edge_r(reference_dn, reference_dn), 3, "not computed"),
-            _cell(sharpness(reference_dn, reference_dn), 3, "not computed", significant=True),
+            _cell(structure_r(reference_dn, reference_dn, valid), 3, "not computed"),
+            _cell(edge_r(reference_dn, reference_dn, valid), 3, "not computed"),
+            _cell(sharpness(reference_dn, reference_dn, valid), 3, "not computed", significant=True),
             _cell(vs_training, 3, train_reason or "not computed", significant=True),
             "—", _cell(reference_edge, 3, "not computed"), "—", "—"]
 
@@ -404,13 +414,14 @@ def translate(
 
     report(0.8, "scoring")
     target = None if reference is None else reference.data
+    # Every score leaves out the pixels the SAR or the reference masks (nodata, mask band, NaN).
+    valid = sar.valid_mask if reference is None else sar.valid_mask & reference.valid_mask
     baseline = np.broadcast_to(training_mean(str(data_dir))[:, None, None], (len(S2L2A_BANDS), *sar.data.shape[1:]))
     train_energy, train_reason = training_gradient_energy(str(preset))
-    scores = {name: compute_metrics(dn, sar.data, target, valid_mask=sar.valid_mask,
-                                    training_gradient_energy=train_energy)
+    scores = {name: compute_metrics(dn, sar.data, target, valid_mask=valid, training_gradient_energy=train_energy)
               for name, dn in versions.items()}
     scores[BASELINE_ROW] = compute_metrics(np.ascontiguousarray(baseline), sar.data, target,
-                                           valid_mask=sar.valid_mask, training_gradient_energy=train_energy)
+                                           valid_mask=valid, training_gradient_energy=train_energy)
     if train_reason is not None:  # more specific than compute_metrics' generic reason
         for entry in scores.values():
             entry["sharpness_vs_training_reason"] = train_reason
@@ -418,12 +429,13 @@ def translate(
     rows = [_metric_row(name, scores[name], target is not None, changes.get(name, "n/a (not a stage)"))
             for name in (*VERSIONS, BASELINE_ROW)]
     if reference is not None:
-        reference_edge = sar_edge_agreement(reference.data, sar.data)
-        rows.append(_reference_row(reference.data, reference_edge, train_energy, train_reason))
+        reference_edge = sar_edge_agreement(reference.data, sar.data, valid)
+        rows.append(_reference_row(reference.data, reference_edge, train_energy, train_reason, valid))
     else:
         reference_edge = None
 
-    notes = list(sar.notes) + (list(reference.notes) if reference is not None else []) + list(output.notes)
+    notes = (list(sar.notes) + (list(reference.notes) if reference is not None else []) + list(output.notes)
+             + preset_notes(str(preset)) + [note for note in [mask_note(valid)] if note])
     if month is None:
         notes.append("month unknown (not in the file's metadata or name): month conditioning off")
     timings = {f"{key} {STAGE_NAMES[key]}": seconds for key, seconds in output.timings_s.items()}

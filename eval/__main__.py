@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% intervals")
     parser.add_argument("--max-tiles", type=int, help="evaluate only the first N pairs")
+    parser.add_argument("--uncertainty", type=int, default=8, metavar="N",
+                        help="test-time variants for the uncertainty-error Spearman (default 8; 0: off)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -42,7 +44,7 @@ def _difference(row: pd.Series) -> str:
 # Printed summary columns: (column, header, digits).
 PRINTED = (("psnr", "PSNR dB", 2), ("ssim", "SSIM", 3), ("sam_deg", "SAM deg", 2),
            ("structure_r", "structure_r", 3), ("sharpness", "sharpness", 2), ("sar_edge", "SAR-edge", 3),
-           ("sar_edge_gap", "|SAR-edge - real|", 3))
+           ("sar_edge_gap", "|SAR-edge - real|", 3), ("uncertainty_spearman", "uncertainty-error r_s", 3))
 SUBSET_TITLES = {"clear": "clear tiles (clear_land; the headline)", "cloudy": "cloudy tiles (not clear_land)",
                  "all": "all tiles"}
 
@@ -52,6 +54,9 @@ def format_summary(summary: pd.DataFrame, meta: dict, paired: pd.DataFrame | Non
     bootstrap = meta.get("bootstrap", {})
     lines = [(f"{meta['preset_label']} on {meta['n_tiles']} tile(s) ({meta['split']}), bands {meta['bands']}; "
               f"95% intervals: bootstrap over {bootstrap.get('unit', 'tiles')}")]
+    if meta.get("uncertainty"):
+        lines.append(f"uncertainty-error r_s: per tile, Spearman between the std map over {meta['uncertainty']} "
+                     "and |error| of the 4-band mean (v1, v1+v2: the opt_v1, opt_v2 maps of the full chain)")
     if "subset" not in summary.columns:  # results written before subsets existed
         summary = summary.assign(subset="all")
     ceilings = meta.get("sar_edge_ceiling_by_subset") or {"all": meta["sar_edge_ceiling"]}
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = run_ablation(args.data, args.preset, args.out, seed=args.seed, bootstrap=args.bootstrap,
-                              max_tiles=args.max_tiles, progress=not args.no_progress)
+                              max_tiles=args.max_tiles, uncertainty=args.uncertainty, progress=not args.no_progress)
     except (InputError, ValueError, FileNotFoundError, RuntimeError) as error:
         print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return 2

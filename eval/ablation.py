@@ -17,6 +17,14 @@ agree far more), and against the real tile ``structure_r`` (does it draw the sce
 tile, 1 = as sharp); see ``gac_pipeline.metrics``. ``cluster`` is the tile's scene cluster
 (``gac_pipeline.data.scene_clusters`` over the evaluated tiles: touching patches of one scene).
 
+``uncertainty_spearman`` (with ``uncertainty`` = N variants, default 8; 0 turns it off): does
+the uncertainty map point at the errors? The full chain runs once more per tile with
+``pipeline(..., uncertainty=N)``; per output, the Spearman rank correlation over pixels between
+its std map and |mean of B02, B03, B04, B08 - the same of the real tile|
+(``gac_pipeline.uncertainty.error_spearman``). The v1 and v1+v2 rows carry the opt_v1 and
+opt_v2 maps of that run (the same images those variants score), the v1+v2+v3 row the opt_v3
+map; other rows have none.
+
 Statistics (``summary.csv``, ``paired.csv``) are given separately for three subsets of tiles:
 ``clear`` (``clear_land`` true: the headline), ``cloudy`` (``clear_land`` false) and ``all``.
 A mean is over tiles; its 95% interval is a percentile bootstrap over *scene clusters*, not
@@ -67,6 +75,8 @@ from gac_pipeline.presets import load_preset
 from gac_pipeline.references import REFERENCES_DIR, References, load_for_preset
 from gac_pipeline.references import VARIANTS as REFERENCE_VARIANTS
 from gac_pipeline.stages.terramind_common import seed_everything
+from gac_pipeline.uncertainty import describe as describe_variants
+from gac_pipeline.uncertainty import error_spearman
 
 # Pipeline variant -> (stages that run, the output scored).
 PIPELINE_VARIANTS = {
@@ -79,9 +89,15 @@ VARIANTS = (*REFERENCE_VARIANTS, *PIPELINE_VARIANTS)
 BASELINES = ("mean_baseline", "linear_baseline")
 # Luminance scores against the real tile (gac_pipeline.metrics), computed here directly.
 STRUCTURE_METRICS = ("structure_r", "edge_r", "sharpness")
-SUMMARY_METRICS = ("psnr", "ssim", "sam_deg", "sar_edge", "sar_edge_gap", *STRUCTURE_METRICS, "lpips")
+SUMMARY_METRICS = ("psnr", "ssim", "sam_deg", "sar_edge", "sar_edge_gap", *STRUCTURE_METRICS, "lpips",
+                   "uncertainty_spearman")
+# Pipeline variant -> the output of the full chain's uncertainty run whose map it is scored with.
+UNCERTAINTY_OF = {"v1": "opt_v1", "v1+v2": "opt_v2", "v1+v2+v3": "opt_v3"}
+DEFAULT_UNCERTAINTY = 8
+# Metrics whose absence on every tile of a row is explained once in meta.json, not in each row's note.
+EXPLAINED_IN_META = ("lpips", "uncertainty_spearman")
 TILE_METRICS = ("psnr", "ssim", "sam_deg", "sar_edge", *STRUCTURE_METRICS, "lpips", "psnr_12", "ssim_12",
-                "sam_deg_12")
+                "sam_deg_12", "uncertainty_spearman")
 PER_TILE_COLUMNS = ["variant", "tile", "cluster", "clear_land", *TILE_METRICS, "sar_edge_reference",
                     "sar_edge_gap"]
 SUMMARY_COLUMNS = ["subset", "variant", "n", "n_clusters",
@@ -137,7 +153,7 @@ class Estimate:
 
 def run_ablation(data_dir: str | Path, preset: str = "mini", out_dir: str | Path = DEFAULT_OUT_DIR, *,
                  seed: int = 0, bootstrap: int = 2000, max_tiles: int | None = None,
-                 progress: bool = True) -> AblationResult:
+                 uncertainty: int = DEFAULT_UNCERTAINTY, progress: bool = True) -> AblationResult:
     """Evaluate every variant on the evaluation pairs of ``data_dir`` and write the result files.
 
     Args:
@@ -147,6 +163,7 @@ def run_ablation(data_dir: str | Path, preset: str = "mini", out_dir: str | Path
         seed: Seeds the pipeline (generate mode samples) and the bootstrap.
         bootstrap: Bootstrap resamples for the confidence intervals.
         max_tiles: Evaluate only the first N pairs (sorted by name), e.g. for a quick look.
+        uncertainty: Test-time variants for ``uncertainty_spearman`` (0: not measured).
         progress: Show a progress bar over tiles.
 
     Raises:
@@ -156,6 +173,8 @@ def run_ablation(data_dir: str | Path, preset: str = "mini", out_dir: str | Path
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if bootstrap < 1 or (max_tiles is not None and max_tiles < 1):
         raise ValueError(f"bootstrap and max_tiles must be positive, got {bootstrap} and {max_tiles}")
+    if uncertainty < 0:
+        raise ValueError(f"uncertainty must be 0 (off) or a number of variants, got {uncertainty}")
     pairs = scored_pairs(data_dir, max_tiles)
     seed_everything(seed)
     pipeline = load_preset(preset)
@@ -164,7 +183,8 @@ def run_ablation(data_dir: str | Path, preset: str = "mini", out_dir: str | Path
                else dict.fromkeys(REFERENCE_VARIANTS, f"no references stored with preset {preset!r} "
                                                       f"(no {REFERENCES_DIR}/ folder)"))
     runnable = [v for v in VARIANTS if reasons.get(v) is None]
-    per_tile, lpips_reason = _score_tiles(pairs, pipeline, references, runnable, seed=seed, progress=progress)
+    per_tile, lpips_reason = _score_tiles(pairs, pipeline, references, runnable, seed=seed, uncertainty=uncertainty,
+                                          progress=progress)
 
     # Why a variant has no numbers, else whether its numbers come from an untrained model.
     notes = dict(reasons)
@@ -178,7 +198,7 @@ def run_ablation(data_dir: str | Path, preset: str = "mini", out_dir: str | Path
     paired = paired_differences(per_tile, summary, notes, seed=seed, bootstrap=bootstrap)
     ceilings = sar_edge_ceilings(per_tile, seed=seed, bootstrap=bootstrap)
     command = ["python", "-m", "eval", "--data", str(data_dir), "--preset", preset, "--out", str(out_dir),
-               "--seed", str(seed), "--bootstrap", str(bootstrap)]
+               "--seed", str(seed), "--bootstrap", str(bootstrap), "--uncertainty", str(uncertainty)]
     tiles = per_tile.drop_duplicates("tile")
     meta = {
         "preset": preset,
@@ -210,6 +230,8 @@ def run_ablation(data_dir: str | Path, preset: str = "mini", out_dir: str | Path
         "sar_edge_ceiling": ceilings["all"],
         "sar_edge_ceiling_by_subset": ceilings,
         "psnr_cap_db": PSNR_CAP_DB,
+        "uncertainty": (describe_variants(uncertainty, generative=bool(pipeline.generators())) if uncertainty
+                        else None),
         "bands": BANDS,
         "command": shlex.join(command + (["--max-tiles", str(max_tiles)] if max_tiles is not None else [])),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -247,10 +269,11 @@ def scored_pairs(data_dir: str | Path, max_tiles: int | None = None) -> list[Pai
     return pairs
 
 
-def run_pipeline(pipeline: GACPipeline, item: dict, *, seed: int,
-                 stages: tuple[str, ...] = ("1", "2", "3")) -> PipelineOutput:
+def run_pipeline(pipeline: GACPipeline, item: dict, *, seed: int, stages: tuple[str, ...] = ("1", "2", "3"),
+                 uncertainty: int = 0) -> PipelineOutput:
     """The pipeline on one ``PairDataset`` item with the pair's month and biome, as the ablation runs it."""
-    return pipeline(item["s1"].numpy(), month=item["month"] or None, biome=item["biome"], seed=seed, stages=stages)
+    return pipeline(item["s1"].numpy(), month=item["month"] or None, biome=item["biome"], seed=seed, stages=stages,
+                    uncertainty=uncertainty)
 
 
 def structure_scores(prediction: np.ndarray, target: np.ndarray) -> dict[str, float]:
@@ -260,7 +283,7 @@ def structure_scores(prediction: np.ndarray, target: np.ndarray) -> dict[str, fl
 
 
 def _score_tiles(pairs: list[PairInfo], pipeline: GACPipeline, references: References | None, variants: list[str],
-                 *, seed: int, progress: bool) -> tuple[pd.DataFrame, str | None]:
+                 *, seed: int, uncertainty: int, progress: bool) -> tuple[pd.DataFrame, str | None]:
     """One row per tile and variant (tile-major), and why LPIPS is missing if it is."""
     rows, lpips_reason = [], None
     dataset = PairDataset(pairs)
@@ -269,13 +292,18 @@ def _score_tiles(pairs: list[PairInfo], pipeline: GACPipeline, references: Refer
         info, item = pairs[index], dataset[index]
         s1, target = item["s1"].numpy(), item["s2"].numpy()
         ceiling = sar_edge_agreement(target, s1)
+        spearman = {}
+        if uncertainty and "v1+v2+v3" in variants:
+            full = run_pipeline(pipeline, item, seed=seed, uncertainty=uncertainty)
+            spearman = {name: error_spearman(std, getattr(full, name), target) for name, std in full.std.items()}
         for variant in variants:
             if variant in PIPELINE_VARIANTS:
                 stages, output = PIPELINE_VARIANTS[variant]
                 prediction = getattr(run_pipeline(pipeline, item, seed=seed, stages=stages), output)
             else:
                 prediction = references.predict(variant, s1)
-            metrics = {**compute_metrics(prediction, s1, target), **structure_scores(prediction, target)}
+            metrics = {**compute_metrics(prediction, s1, target), **structure_scores(prediction, target),
+                       "uncertainty_spearman": spearman.get(UNCERTAINTY_OF.get(variant), math.nan)}
             lpips_reason = lpips_reason or metrics["lpips_reason"]
             rows.append({"variant": variant, "tile": info.name, "cluster": clusters[index],
                          "clear_land": info.clear_land, **{key: metrics[key] for key in TILE_METRICS},
@@ -382,7 +410,7 @@ def _summary_row(subset: str, variant: str, tiles: pd.DataFrame, note: str | Non
             notes.append(f"{int(np.isposinf(raw).sum())} tile(s) equal to the target: PSNR counted as "
                          f"{PSNR_CAP_DB:.2f} dB")
         undefined = int(np.isnan(raw).sum())
-        if undefined and metric != "lpips":  # LPIPS absence is explained once, in meta.json
+        if undefined and (metric not in EXPLAINED_IN_META or undefined < len(raw)):
             notes.append(f"{metric} undefined on {undefined} of {len(raw)} tile(s)")
         estimate = cluster_bootstrap(_scored(tiles[metric], metric), tiles["cluster"], seed=seed,
                                      resamples=bootstrap)

@@ -13,9 +13,17 @@ from gac_pipeline.bands import S2L2A_BANDS
 # Scoring reads the three outputs back into memory; beyond this the scene is written but not scored.
 MAX_SCORED_PIXELS = 2048 * 2048
 
+# --uncertainty and --preview hold the scene in memory: they are refused on larger scenes.
+MAX_IN_MEMORY_PIXELS = MAX_SCORED_PIXELS
+# preview.png: every column at least this many pixels wide (a 120-px tile x3), a label strip above.
+PREVIEW_MIN_PX = 360
+PREVIEW_LABEL_PX = 20
+PREVIEW_GAP_PX = 4
+
 # metrics.json layout: 2 added structure_r, edge_r, sharpness, sharpness_vs_training (+ _reason) per
-# stage and training_gradient_energy, reference_sharpness_vs_training at the top level.
-METRICS_SCHEMA_VERSION = 2
+# stage and training_gradient_energy, reference_sharpness_vs_training at the top level; 3 added masked_pixels and
+# mask_reason per stage (masked pixels are left out of every score).
+METRICS_SCHEMA_VERSION = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--sar-units", choices=("db", "linear"),
                            help="units of the SAR values (default: from metadata, else dB)")
     translate.add_argument("--load-in-8bit", action="store_true", help="run the Prithvi backbone in int8")
+    translate.add_argument("--timesteps", type=int, metavar="N",
+                           help="diffusion steps of generate-mode stages (default: each stage's own; regress ignores it)")
+    translate.add_argument("--uncertainty", type=int, default=0, metavar="N",
+                           help="also write uncertainty.tif: per-pixel std over N test-time variants (regress mode: "
+                                "dihedral transforms, N <= 8; generate mode: N seeds)")
+    translate.add_argument("--preview", action="store_true",
+                           help="also write preview.png: SAR | opt_v1 | opt_v2 | opt_v3 [| reference]")
     translate.add_argument("--no-progress", action="store_true")
     publish.add_parser(commands)
     return parser
@@ -59,13 +74,14 @@ def main(argv: list[str] | None = None) -> int:
 def translate(args: argparse.Namespace) -> dict:
     from gac_pipeline.data import biome_index
     from gac_pipeline.io import SarSource, check_same_grid, read_s1, read_s2
-    from gac_pipeline.metrics import compute_metrics, sar_edge_agreement, sharpness, to_json_safe
-    from gac_pipeline.presets import load_preset
+    from gac_pipeline.metrics import compute_metrics, mask_note, sar_edge_agreement, sharpness, to_json_safe
+    from gac_pipeline.presets import load_preset, preset_notes
     from gac_pipeline.references import training_gradient_energy_for_preset
 
     if args.biome is not None:
         biome_index(args.biome)  # fail fast with the list of valid names
     stages = tuple(s for s in args.stages.split(",") if s)
+    _check_in_memory_options(args)
     # Validate every input before any model work, so a bad reference costs nothing.
     with SarSource(args.s1, units=args.sar_units) as source:
         scorable = source.height * source.width <= MAX_SCORED_PIXELS
@@ -74,33 +90,40 @@ def translate(args: argparse.Namespace) -> dict:
     if reference is not None and sar is not None:
         check_same_grid(sar, reference, args.s1, args.reference)
     pipeline = load_preset(args.preset, load_in_8bit=args.load_in_8bit or None)
+    spread = _run_uncertainty(args, pipeline, stages)  # before any file is written: a bad N fails first
     result = pipeline.translate_file(args.s1, args.out, units=args.sar_units, month=args.month,
                                      biome=args.biome, seed=args.seed, stages=stages,
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, timesteps=args.timesteps)
+    _write_uncertainty_and_preview(args, pipeline, stages, spread, result["paths"])
     # The training tiles' median sharpness, stored with the preset's references (if any).
     train_energy, train_energy_reason = training_gradient_energy_for_preset(args.preset)
     report = {"schema_version": METRICS_SCHEMA_VERSION, "pipeline": pipeline.label,
               "trained": pipeline.config.trained, "input": str(args.s1),
               "reference": str(args.reference) if args.reference else None, "month": result["month"],
               "biome": args.biome, "seed": args.seed, "bands": list(S2L2A_BANDS),
-              "notes": result["notes"], "timings_s": result["timings_s"],
+              "notes": result["notes"] + preset_notes(args.preset) + (reference.notes if reference is not None else []),
+              "timings_s": result["timings_s"],
               "training_gradient_energy": train_energy, "stages": {}}
+    valid = None  # scored pixels: neither the SAR nor the reference masks them (nodata, mask band, NaN)
     if sar is None:
         report["notes"].append(f"metrics n/a: scenes over {MAX_SCORED_PIXELS} pixels are written but not scored")
+    else:
+        valid = sar.valid_mask if reference is None else sar.valid_mask & reference.valid_mask
+        report["notes"] += [note for note in [mask_note(valid)] if note]
     for index, (name, path) in enumerate(result["paths"].items(), start=1):
         entry = {"file": str(path), "ran": str(index) in stages}
         if sar is not None:
             entry.update(compute_metrics(_read_back(path), sar.data,
                                          None if reference is None else reference.data,
-                                         valid_mask=sar.valid_mask, training_gradient_energy=train_energy))
+                                         valid_mask=valid, training_gradient_energy=train_energy))
             if train_energy_reason is not None:
                 entry["sharpness_vs_training_reason"] = train_energy_reason
         report["stages"][name] = entry
     if reference is not None and sar is not None:
-        report["reference_sar_edge"] = sar_edge_agreement(reference.data, sar.data)  # the ceiling
+        report["reference_sar_edge"] = sar_edge_agreement(reference.data, sar.data, valid)  # the ceiling
         # What a real tile scores against the training median (None without one).
         report["reference_sharpness_vs_training"] = (None if train_energy is None
-                                                     else sharpness(reference.data, train_energy))
+                                                     else sharpness(reference.data, train_energy, valid))
     report = to_json_safe(report)
     (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -110,5 +133,85 @@ def _read_back(path: Path):
     import numpy as np
     import rasterio
 
-    with rasterio.open(path) as dataset:
-        return np.nan_to_num(dataset.read().astype(np.float32))
+    with rasterio.open(path) as dataset:  # NaN where the SAR was masked: the scores leave those pixels out
+        return dataset.read().astype(np.float32)
+
+
+def _check_in_memory_options(args: argparse.Namespace) -> None:
+    """Refuse --uncertainty and --preview on scenes over ``MAX_IN_MEMORY_PIXELS``, before any model work."""
+    from gac_pipeline.io import SarSource
+
+    if not (args.uncertainty or args.preview):
+        return
+    with SarSource(args.s1, units=args.sar_units) as source:
+        height, width = source.height, source.width
+    if height * width > MAX_IN_MEMORY_PIXELS:
+        raise ValueError(f"--uncertainty and --preview hold the scene in memory: {width}x{height} px is over "
+                         f"{MAX_IN_MEMORY_PIXELS} px; run without them")
+
+
+def _run_uncertainty(args: argparse.Namespace, pipeline, stages: tuple[str, ...]):
+    """The in-memory run with ``uncertainty=args.uncertainty`` (a PipelineOutput), or None without the flag."""
+    from gac_pipeline.io import read_s1
+
+    if not args.uncertainty:
+        return None
+    sar = read_s1(args.s1, units=args.sar_units, max_pixels=MAX_IN_MEMORY_PIXELS)
+    return pipeline(sar.data, month=args.month if args.month is not None else sar.month, biome=args.biome,
+                    seed=args.seed, stages=stages, timesteps=args.timesteps, uncertainty=args.uncertainty)
+
+
+def _write_uncertainty_and_preview(args: argparse.Namespace, pipeline, stages: tuple[str, ...], spread,
+                                   paths: dict[str, Path]) -> None:
+    """``uncertainty.tif`` (from ``spread``, on the input's grid) and ``preview.png`` (from the written outputs)."""
+    import numpy as np
+    import rasterio
+
+    from gac_pipeline.io import read_s1, read_s2, write_optical
+    from gac_pipeline.uncertainty import FILE_BANDS, FILE_DESCRIPTION
+
+    if spread is None and not args.preview:
+        return
+    sar = read_s1(args.s1, units=args.sar_units, max_pixels=MAX_IN_MEMORY_PIXELS)
+    if spread is not None:
+        tags = {**pipeline.output_tags(args.s1, seed=args.seed, stages=stages)["opt_v3"], "stage": "uncertainty",
+                "uncertainty": spread.uncertainty, "description": FILE_DESCRIPTION}
+        write_optical(args.out / "uncertainty.tif", np.stack([spread.std[name] for name in paths]), sar.profile,
+                      valid_mask=sar.valid_mask, tags=tags, bands=FILE_BANDS)
+    if args.preview:
+        versions = {}
+        for name, path in paths.items():
+            with rasterio.open(path) as dataset:
+                versions[name] = dataset.read().astype(np.float32)
+        reference = read_s2(args.reference).data if args.reference is not None else None
+        preview_image(np.where(sar.valid_mask, sar.data, np.nan), versions, reference).save(args.out / "preview.png")
+
+
+def preview_image(s1_db, versions: dict, reference=None):
+    """A PIL image: SAR | opt_v1 | opt_v2 | opt_v3 [| reference], the app's fixed stretches, labelled columns.
+
+    SAR in false colour (``display.sar_false_colour``), the optical images in true colour
+    (``display.rgb_composite``), each upscaled by a whole factor (nearest neighbour) to at least
+    ``PREVIEW_MIN_PX`` wide, under a ``PREVIEW_LABEL_PX`` strip with its name.
+    """
+    import math
+
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    from gac_pipeline.display import rgb_composite, sar_false_colour
+
+    columns = {"SAR": sar_false_colour(s1_db), **{name: rgb_composite(dn) for name, dn in versions.items()}}
+    if reference is not None:
+        columns["reference"] = rgb_composite(reference)
+    height, width = s1_db.shape[1:]
+    factor = max(1, math.ceil(PREVIEW_MIN_PX / max(height, width)))
+    image = Image.new("RGB", (len(columns) * (width * factor + PREVIEW_GAP_PX) - PREVIEW_GAP_PX,
+                              PREVIEW_LABEL_PX + height * factor), "white")
+    draw, font = ImageDraw.Draw(image), ImageFont.load_default(size=14)
+    for index, (label, rgb) in enumerate(columns.items()):
+        left = index * (width * factor + PREVIEW_GAP_PX)
+        upscaled = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)  # nearest neighbour
+        image.paste(Image.fromarray(upscaled), (left, PREVIEW_LABEL_PX))
+        draw.text((left + 2, PREVIEW_LABEL_PX // 2), label, fill="black", font=font, anchor="lm")
+    return image

@@ -2,8 +2,9 @@
 
 Safety rules for anything loaded: our weights only as safetensors; the foundation models'
 published ``.pt`` files only through ``torch.load(weights_only=True)``; no other pickles; every
-file listed in ``pipeline_config.json`` must match its recorded SHA-256; no path may leave
-the checkpoint folder.
+file listed in ``pipeline_config.json`` must match its recorded SHA-256, and a file it does not
+list is refused (see :func:`verify_folder` for the few known extras); no path may leave the
+checkpoint folder.
 
 Foundation-model weights (TerraMind, its S2L2A tokenizer, Prithvi) are ``HubFile``s: fetched by
 us at the revision the stage config names (a 40-hex commit pins them; terratorch itself always
@@ -23,6 +24,10 @@ PIPELINE_CONFIG = "pipeline_config.json"
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pickle", ".pt", ".pth", ".ckpt")
 ALLOWED_PATTERNS = ["*.json", "*.safetensors", "*.md"]
 COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
+# Top-level names a checkpoint folder may hold besides the files its listing records: the listings
+# themselves (pipeline_config.json, and references.json when ``References.load`` checks references/),
+# the model card, the training record, and references/, checked against its own list before any use.
+UNLISTED_ALLOWED = (PIPELINE_CONFIG, "references.json", "README.md", "training.json", "references")
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +87,25 @@ def inside(root: Path, relative: str) -> Path:
 
 
 def verify_folder(root: Path, recorded: dict[str, str]) -> None:
-    """Refuse pickles and check every recorded file's hash."""
-    for path in root.rglob("*"):
+    """Refuse pickles and unlisted files, and check every recorded file's hash.
+
+    Every file in ``root`` must be one of ``recorded`` (relative path -> SHA-256), else it is
+    refused: an unlisted file would be loaded or published without a hash check (e.g. a
+    ``model.safetensors`` dropped into a stage folder, which that stage would then load).
+    Exempt are the top-level names in :data:`UNLISTED_ALLOWED` and top-level hidden entries
+    (``.gitattributes``, ``.git/``, huggingface_hub's ``.cache/``), which tools leave behind
+    and nothing here reads.
+    """
+    listed = {Path(relative).as_posix() for relative in recorded}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
         if path.suffix.lower() in PICKLE_SUFFIXES:
-            raise CheckpointSafetyError(f"{path.relative_to(root)}: pickled files are refused; use safetensors")
+            raise CheckpointSafetyError(f"{relative}: pickled files are refused; use safetensors")
+        top = relative.parts[0]
+        if path.is_dir() or top in UNLISTED_ALLOWED or top.startswith(".") or relative.as_posix() in listed:
+            continue
+        raise CheckpointSafetyError(f"{relative}: not listed in {PIPELINE_CONFIG}, refused: an unlisted file has "
+                                    "no hash to check")
     for relative, expected in recorded.items():
         path = inside(root, relative)
         if not path.is_file():
@@ -95,6 +115,12 @@ def verify_folder(root: Path, recorded: dict[str, str]) -> None:
 
 
 # --------------------------------------------------------------------------- foundation-model weights
+
+
+def is_commit(revision: str | None) -> bool:
+    """Whether a Hub revision is pinned: a 40-hex commit names the same files forever, while a
+    branch or tag (or None, the ``main`` branch) can be moved by the repo's owners."""
+    return revision is not None and COMMIT_HASH.fullmatch(revision) is not None
 
 
 @dataclass(frozen=True)
@@ -111,7 +137,7 @@ class HubFile:
 
     @property
     def pinned(self) -> bool:
-        return self.revision is not None and COMMIT_HASH.fullmatch(self.revision) is not None
+        return is_commit(self.revision)
 
     def __str__(self) -> str:
         return f"{self.repo}/{self.filename}@{self.revision or 'main'}"

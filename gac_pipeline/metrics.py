@@ -10,6 +10,13 @@ Conventions (also in the README, *Metrics*):
   selects all 12 bands.
 - Scores are plain Python floats. PSNR of identical images is ``float("inf")`` and a score
   with nothing to average is ``nan``; ``to_json_safe`` turns both into strings for JSON.
+- ``valid_mask`` (bool ``(H, W)``, or ``(B, H, W)`` for the batch scores) leaves pixels out of
+  every score: no score counts them, and whatever they hold (even NaN) changes no score. Scores that look at a neighbourhood use only pixels whose whole neighbourhood
+  is valid: SSIM averages its map over the pixels whose 11 x 11 window is all valid, and the
+  Sobel-based scores (SAR-edge, ``edge_r``, sharpness) treat a masked pixel like the image
+  border, leaving out every pixel within 3 px of it. A masked region therefore scores like a
+  crop: PSNR, SAM, the luminance and Sobel-based scores equal those of the valid rectangle
+  when the valid pixels form one.
 """
 
 import importlib.util
@@ -40,8 +47,12 @@ SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
+SSIM_RADIUS = SSIM_KERNEL_SIZE // 2  # a pixel's SSIM uses the pixels up to 5 px away
+
 # SAR-edge agreement settings.
 SAR_MEDIAN_SIZE = 5
+# Pixels this close to the image border or to a masked pixel are left out of the Sobel-based
+# scores: the Sobel 3 x 3 after the SAR's 5 x 5 median reaches 3 px (1 + 2).
 EDGE_BORDER = 3
 LUMINANCE_WEIGHTS = (0.2126, 0.7152, 0.0722)  # Rec. 709, applied to R, G, B in that order
 
@@ -85,30 +96,45 @@ def psnr(
     return 10.0 * math.log10(1.0 / mse)
 
 
-def ssim(pred: ArrayLike, target: ArrayLike, bands: Bands = METRIC_BAND_INDICES) -> float:
+def ssim(
+    pred: ArrayLike,
+    target: ArrayLike,
+    bands: Bands = METRIC_BAND_INDICES,
+    valid_mask: ArrayLike | None = None,
+) -> float:
     """Structural similarity, computed per band and averaged over bands (and the batch).
 
     Each band is treated as its own single-channel image, with the Wang et al. settings:
-    Gaussian window 11 x 11, sigma 1.5, K1 0.01, K2 0.03, data range 1. The computation is
-    torchmetrics' ``structural_similarity_index_measure``, which reflect-pads the image by
-    half a window and averages the SSIM map over all H x W pixels (MATLAB and scikit-image
-    instead average only the interior whose windows fit; the numbers differ slightly near
-    borders). There is no ``valid_mask``: SSIM needs whole windows, so it always uses the
-    full image. Images must be at least 11 px on each side.
+    Gaussian window 11 x 11, sigma 1.5, K1 0.01, K2 0.03, data range 1. The SSIM map is
+    torchmetrics' ``structural_similarity_index_measure`` (``return_full_image=True``), which
+    reflect-pads the image by half a window, so every pixel has a value (MATLAB and
+    scikit-image instead average only the interior whose windows fit; the numbers differ
+    slightly near borders). Images must be at least 11 px on each side.
+
+    With ``valid_mask``, the map is averaged only over the pixels whose whole 11 x 11 window
+    is valid (the mask eroded by 5 px; the image border does not count as masked, its
+    reflected pixels are valid ones): windows touching a masked pixel are left out, never
+    computed on filled values.
 
     Args:
         pred: Predicted DN, ``(12, H, W)`` or ``(B, 12, H, W)``.
         target: Reference DN, same shape as ``pred``.
         bands: Band indices into ``S2L2A_BANDS``; ``None`` or ``"all"`` for all 12.
+        valid_mask: Optional ``(H, W)`` or ``(B, H, W)`` bool array; False pixels are ignored.
 
     Returns:
-        Mean SSIM; 1.0 for identical images.
+        Mean SSIM over the valid windows of every band (and tile); 1.0 for identical images,
+        ``nan`` when no window is wholly valid.
     """
     pred_r, target_r = _reflectance_pair(pred, target, bands)
+    batch, channels, height, width = pred_r.shape
+    valid = _valid_pixels(valid_mask, (batch, height, width))
+    # Masked pixels enter the convolutions as 0 so that a NaN there cannot reach other pixels
+    # through the convolution's arithmetic; the windows that see them are left out below.
+    pred_r, target_r = (np.where(valid[:, None], image, 0.0) for image in (pred_r, target_r))
     # (B, C, H, W) -> (B*C, 1, H, W): a band never mixes with another band. float32 because
     # float64 convolutions are several times slower on CPU, for differences of ~1e-6.
-    height, width = pred_r.shape[-2:]
-    score = structural_similarity_index_measure(
+    _, ssim_map = structural_similarity_index_measure(
         torch.from_numpy(pred_r.reshape(-1, 1, height, width)).float(),
         torch.from_numpy(target_r.reshape(-1, 1, height, width)).float(),
         gaussian_kernel=True,
@@ -117,9 +143,14 @@ def ssim(pred: ArrayLike, target: ArrayLike, bands: Bands = METRIC_BAND_INDICES)
         data_range=1.0,
         k1=SSIM_K1,
         k2=SSIM_K2,
-        reduction="elementwise_mean",
+        reduction="none",
+        return_full_image=True,
     )
-    return float(score)
+    ssim_map = ssim_map.double().numpy().reshape(batch, channels, height, width)
+    windows = _erode(valid, SSIM_RADIUS)
+    if not windows.any():
+        return float("nan")
+    return float(ssim_map.transpose(1, 0, 2, 3)[:, windows].mean())
 
 
 def sam_deg(
@@ -159,54 +190,48 @@ def sam_deg(
     return float(angle[valid].mean())
 
 
-def sar_edge_agreement(optical_dn: ArrayLike, s1_db: ArrayLike) -> float:
+def sar_edge_agreement(
+    optical_dn: ArrayLike, s1_db: ArrayLike, valid_mask: ArrayLike | None = None
+) -> float:
     """How well edges in an optical tile line up with edges in the SAR tile it came from.
 
     Reference-free, so it scores a prediction without ground truth; computed for the real
     optical tile it gives the ceiling to compare predictions against. Definition:
 
     1. SAR image: mean of VV and VH in dB (the geometric mean of the two backscatter
-       powers), non-finite pixels replaced by the median of the finite ones, then a 5 x 5
-       median filter (reflect borders) to suppress speckle, which would otherwise dominate
-       the gradients.
+       powers), then a 5 x 5 median filter (reflect borders) to suppress speckle, which would
+       otherwise dominate the gradients.
     2. Optical image: luminance ``Y = 0.2126 R + 0.7152 G + 0.0722 B`` on reflectance with
        R = B04, G = B03, B = B02 (``RGB_BAND_INDICES``).
     3. Sobel gradient magnitude ``hypot(d/dy, d/dx)`` of each image.
-    4. Pearson correlation of the two gradient-magnitude maps over the interior pixels
-       (a 3 px border is left out, where the filters see padded values).
+    4. Pearson correlation of the two gradient-magnitude maps over the pixels at least 3 px
+       from the image border and from every masked pixel (closer, the filters see padded or
+       masked values). Masked: False in ``valid_mask``, or a non-finite SAR value.
 
     Args:
         optical_dn: One optical tile, S2L2A DN of shape ``(12, H, W)``.
         s1_db: The matching SAR tile, VV and VH backscatter in dB, shape ``(2, H, W)``.
+        valid_mask: Optional ``(H, W)`` bool array; False pixels are ignored.
 
     Returns:
         Correlation in [-1, 1]; higher means optical edges sit where SAR edges are. ``nan``
-        when either gradient map is constant over the interior (no edges to compare) or
-        the SAR tile has no finite pixel.
+        when either gradient map is constant over the scored pixels (no edges to compare) or
+        fewer than 2 pixels are left to score.
 
     Raises:
         ValueError: If the shapes do not match the above.
     """
-    optical = _reflectance(optical_dn, RGB_BAND_INDICES)  # (B, 3, H, W) in R, G, B order
-    if optical.shape[0] != 1:
-        raise ValueError(f"sar_edge_agreement takes one tile (12, H, W), got {optical.shape[0]}")
-    red, green, blue = optical[0]
-    w_red, w_green, w_blue = LUMINANCE_WEIGHTS
-    luminance = w_red * red + w_green * green + w_blue * blue
-
+    luminance_map = luminance(optical_dn)
     sar = _as_float64(s1_db)
-    if sar.shape != (2, *luminance.shape):
-        height, width = luminance.shape
+    if sar.shape != (2, *luminance_map.shape):
+        height, width = luminance_map.shape
         raise ValueError(f"expected S1GRD dB of shape (2, {height}, {width}), got {sar.shape}")
     sar = sar.mean(axis=0)
-    finite = np.isfinite(sar)
-    if not finite.any():
-        return float("nan")
-    sar = np.where(finite, sar, np.median(sar[finite]))
-    sar = ndimage.median_filter(sar, size=SAR_MEDIAN_SIZE, mode="reflect")
-
-    interior = (slice(EDGE_BORDER, -EDGE_BORDER), slice(EDGE_BORDER, -EDGE_BORDER))
-    return _pearson(_sobel_magnitude(luminance)[interior], _sobel_magnitude(sar)[interior])
+    valid = _tile_mask(valid_mask, sar.shape) & np.isfinite(sar)
+    scored = _edge_pixels(valid)
+    # Masked pixels get any finite value: no scored pixel's filters reach them.
+    sar = ndimage.median_filter(np.where(valid, sar, 0.0), size=SAR_MEDIAN_SIZE, mode="reflect")
+    return _pearson(_sobel_magnitude(luminance_map)[scored], _sobel_magnitude(sar)[scored])
 
 
 def luminance(dn: ArrayLike) -> np.ndarray:
@@ -226,7 +251,7 @@ def luminance(dn: ArrayLike) -> np.ndarray:
     return np.tensordot(np.asarray(LUMINANCE_WEIGHTS), rgb[0], axes=1)
 
 
-def structure_r(pred: ArrayLike, target: ArrayLike) -> float:
+def structure_r(pred: ArrayLike, target: ArrayLike, valid_mask: ArrayLike | None = None) -> float:
     """Does the prediction draw the scene? Pearson r of prediction and reference luminance.
 
     Colour-blind and brightness-blind on purpose: a flat image scores 0 however right its
@@ -236,35 +261,46 @@ def structure_r(pred: ArrayLike, target: ArrayLike) -> float:
     Args:
         pred: Predicted DN ``(12, H, W)``.
         target: Reference DN ``(12, H, W)``.
+        valid_mask: Optional ``(H, W)`` bool array; False pixels are ignored.
 
     Returns:
-        r in [-1, 1]; 0 for a constant prediction; ``nan`` when the reference is constant.
+        r in [-1, 1]; 0 for a constant prediction; ``nan`` when the reference is constant or
+        fewer than 2 pixels are valid.
     """
-    return _pearson_flat_zero(luminance(pred), luminance(target))
+    pred_y, target_y = luminance(pred), luminance(target)
+    valid = _tile_mask(valid_mask, target_y.shape)
+    return _pearson_flat_zero(pred_y[valid], target_y[valid])
 
 
-def edge_r(pred: ArrayLike, target: ArrayLike) -> float:
+def edge_r(pred: ArrayLike, target: ArrayLike, valid_mask: ArrayLike | None = None) -> float:
     """Are edges where the reference has them? Pearson r of the Sobel gradient magnitudes of
-    prediction and reference luminance, over interior pixels (a 3 px border is ignored).
+    prediction and reference luminance, over the pixels at least 3 px from the image border
+    and from every pixel masked by ``valid_mask``.
 
     Returns:
-        r in [-1, 1]; 0 for a prediction without gradients; ``nan`` when the reference has none.
+        r in [-1, 1]; 0 for a prediction without gradients; ``nan`` when the reference has
+        none or fewer than 2 pixels are left to score.
     """
-    interior = (slice(EDGE_BORDER, -EDGE_BORDER), slice(EDGE_BORDER, -EDGE_BORDER))
-    return _pearson_flat_zero(_sobel_magnitude(luminance(pred))[interior],
-                              _sobel_magnitude(luminance(target))[interior])
+    pred_edges, target_edges = _sobel_magnitude(luminance(pred)), _sobel_magnitude(luminance(target))
+    scored = _edge_pixels(_tile_mask(valid_mask, target_edges.shape))
+    return _pearson_flat_zero(pred_edges[scored], target_edges[scored])
 
 
-def gradient_energy(dn: ArrayLike) -> float:
-    """Mean squared Sobel gradient magnitude of one tile's luminance over interior pixels.
+def gradient_energy(dn: ArrayLike, valid_mask: ArrayLike | None = None) -> float:
+    """Mean squared Sobel gradient magnitude of one tile's luminance over the pixels at least
+    3 px from the image border and from every pixel masked by ``valid_mask``; ``nan`` when
+    there is none.
 
     The numerator and denominator of :func:`sharpness`.
     """
-    interior = (slice(EDGE_BORDER, -EDGE_BORDER), slice(EDGE_BORDER, -EDGE_BORDER))
-    return float(np.mean(_sobel_magnitude(luminance(dn))[interior] ** 2))
+    magnitude = _sobel_magnitude(luminance(dn))
+    scored = _edge_pixels(_tile_mask(valid_mask, magnitude.shape))
+    if not scored.any():
+        return float("nan")
+    return float(np.mean(magnitude[scored] ** 2))
 
 
-def sharpness(pred: ArrayLike, reference: ArrayLike | float) -> float:
+def sharpness(pred: ArrayLike, reference: ArrayLike | float, valid_mask: ArrayLike | None = None) -> float:
     """How much texture the prediction has, relative to a real image.
 
     ``gradient_energy(pred) / gradient_energy(reference)``: 1 = as sharp as the real tile, a
@@ -275,14 +311,17 @@ def sharpness(pred: ArrayLike, reference: ArrayLike | float) -> float:
     Args:
         pred: Predicted DN ``(12, H, W)``.
         reference: The real tile's DN ``(12, H, W)``, or a reference gradient energy.
+        valid_mask: Optional ``(H, W)`` bool array; both energies use the same pixels
+            (see :func:`gradient_energy`).
 
     Returns:
-        The ratio; ``nan`` when the reference has no gradients.
+        The ratio; ``nan`` when the reference has no gradients or no pixel is left to score.
     """
-    denominator = float(reference) if np.isscalar(reference) else gradient_energy(reference)
+    denominator = (float(reference) if np.isscalar(reference)
+                   else gradient_energy(reference, valid_mask))
     if not denominator > 0:
         return float("nan")
-    return gradient_energy(pred) / denominator
+    return gradient_energy(pred, valid_mask) / denominator
 
 
 def lpips_available() -> tuple[bool, str | None]:
@@ -356,9 +395,10 @@ def compute_metrics(
         pred_dn: Predicted S2L2A DN, ``(12, H, W)``.
         s1_db: The input SAR tile, VV and VH in dB, ``(2, H, W)``.
         target_dn: Real S2L2A DN, ``(12, H, W)``, or None when there is no ground truth.
-        valid_mask: Optional ``(H, W)`` bool array; PSNR and SAM ignore False pixels, SSIM,
-            LPIPS, the SAR-edge score and the luminance scores (structure, edges, sharpness)
-            use the full image.
+        valid_mask: Optional ``(H, W)`` bool array, e.g. the SAR's and the reference's valid
+            pixels: every score leaves False pixels out (see the module docstring for how
+            SSIM and the Sobel-based scores handle neighbourhoods). LPIPS looks at the whole
+            image through a deep network, so with any masked pixel it is None with a reason.
         with_lpips: Whether to try LPIPS (it builds AlexNet on the first call).
         training_gradient_energy: The training tiles' median :func:`gradient_energy`
             (``References.training_gradient_energy``), or None when the preset stores none.
@@ -370,18 +410,21 @@ def compute_metrics(
         ``psnr_12``, ``ssim_12``, ``sam_deg_12`` (all 12 bands), ``structure_r``
         (:func:`structure_r`), ``edge_r`` (:func:`edge_r`), ``sharpness`` (:func:`sharpness`
         against the target tile), ``sharpness_vs_training`` (the prediction's gradient
-        energy over ``training_gradient_energy``) and ``sharpness_vs_training_reason`` (why
-        ``sharpness_vs_training`` is None, else None). Target-based scores are None without a
-        target; ``sharpness_vs_training`` does not need one. Values are floats (possibly
+        energy over ``training_gradient_energy``), ``sharpness_vs_training_reason`` (why
+        ``sharpness_vs_training`` is None, else None), ``masked_pixels`` (how many pixels
+        ``valid_mask`` leaves out) and ``mask_reason`` (which scores are ``nan`` because too
+        few valid pixels are left for them, else None). Target-based scores are None without
+        a target; ``sharpness_vs_training`` does not need one. Values are floats (possibly
         inf/nan) or None: pass the dict through ``to_json_safe`` before ``json.dumps``.
     """
+    valid = _tile_mask(valid_mask, np.shape(s1_db)[-2:])
     metrics: dict[str, Any] = {
         "psnr": None,
         "ssim": None,
         "sam_deg": None,
         "lpips": None,
         "lpips_reason": None,
-        "sar_edge": sar_edge_agreement(pred_dn, s1_db),
+        "sar_edge": sar_edge_agreement(pred_dn, s1_db, valid),
         "psnr_12": None,
         "ssim_12": None,
         "sam_deg_12": None,
@@ -390,28 +433,41 @@ def compute_metrics(
         "sharpness": None,
         "sharpness_vs_training": None,
         "sharpness_vs_training_reason": None,
+        "masked_pixels": int((~valid).sum()),
+        "mask_reason": _mask_reason(valid, with_target=target_dn is not None),
     }
     if training_gradient_energy is None:
         metrics["sharpness_vs_training_reason"] = "no training median stored with this preset"
     else:
-        metrics["sharpness_vs_training"] = sharpness(pred_dn, float(training_gradient_energy))
+        metrics["sharpness_vs_training"] = sharpness(pred_dn, float(training_gradient_energy), valid)
     if target_dn is None:
         metrics["lpips_reason"] = "no target to compare with"
         return metrics
-    metrics["structure_r"] = structure_r(pred_dn, target_dn)
-    metrics["edge_r"] = edge_r(pred_dn, target_dn)
-    metrics["sharpness"] = sharpness(pred_dn, target_dn)
+    metrics["structure_r"] = structure_r(pred_dn, target_dn, valid)
+    metrics["edge_r"] = edge_r(pred_dn, target_dn, valid)
+    metrics["sharpness"] = sharpness(pred_dn, target_dn, valid)
     for suffix, bands in (("", METRIC_BAND_INDICES), ("_12", None)):
-        metrics[f"psnr{suffix}"] = psnr(pred_dn, target_dn, bands=bands, valid_mask=valid_mask)
-        metrics[f"ssim{suffix}"] = ssim(pred_dn, target_dn, bands=bands)
-        metrics[f"sam_deg{suffix}"] = sam_deg(
-            pred_dn, target_dn, bands=bands, valid_mask=valid_mask
-        )
-    if with_lpips:
-        metrics["lpips"], metrics["lpips_reason"] = lpips_score(pred_dn, target_dn)
-    else:
+        metrics[f"psnr{suffix}"] = psnr(pred_dn, target_dn, bands=bands, valid_mask=valid)
+        metrics[f"ssim{suffix}"] = ssim(pred_dn, target_dn, bands=bands, valid_mask=valid)
+        metrics[f"sam_deg{suffix}"] = sam_deg(pred_dn, target_dn, bands=bands, valid_mask=valid)
+    if not with_lpips:
         metrics["lpips_reason"] = "LPIPS not requested"
+    elif metrics["masked_pixels"]:
+        metrics["lpips_reason"] = (f"LPIPS needs every pixel (its network sees the whole image): "
+                                   f"{metrics['masked_pixels']} pixels are masked")
+    else:
+        metrics["lpips"], metrics["lpips_reason"] = lpips_score(pred_dn, target_dn)
     return metrics
+
+
+def mask_note(valid_mask: ArrayLike) -> str | None:
+    """A note saying how many pixels the scores leave out (None when none is masked)."""
+    valid = np.asarray(valid_mask, dtype=bool)
+    if valid.all():
+        return None
+    masked = int((~valid).sum())
+    return (f"scores leave out {masked} masked pixels ({masked / valid.size:.1%}: "
+            "nodata/NaN in the SAR or the reference), they are not filled")
 
 
 def to_json_safe(value: Any) -> Any:
@@ -489,6 +545,51 @@ def _valid_pixels(valid_mask: ArrayLike | None, shape: tuple[int, ...]) -> np.nd
             f"valid_mask shape {mask.shape} does not match images of {shape[-2:]} px"
         )
     return np.broadcast_to(mask, shape)
+
+
+def _tile_mask(valid_mask: ArrayLike | None, shape: tuple[int, ...]) -> np.ndarray:
+    """One tile's ``(H, W)`` bool mask; all True without one."""
+    valid = _valid_pixels(valid_mask, (1, *shape))
+    if valid.shape[0] != 1:
+        raise ValueError(f"valid_mask of one tile must be (H, W), got {np.shape(valid_mask)}")
+    return valid[0]
+
+
+def _erode(valid: np.ndarray, radius: int) -> np.ndarray:
+    """The pixels of ``valid`` (..., H, W) whose square neighbourhood of ``radius`` px is all
+    valid; pixels outside the image count as valid (the borders are handled by padding)."""
+    size = (1,) * (valid.ndim - 2) + (2 * radius + 1, 2 * radius + 1)
+    # A binary erosion by a square; the minimum filter computes it 10x faster.
+    return ndimage.minimum_filter(valid, size=size, mode="constant", cval=True)
+
+
+def _edge_pixels(valid: np.ndarray) -> np.ndarray:
+    """The pixels the Sobel-based scores use: at least ``EDGE_BORDER`` px from the image
+    border and from every False pixel of the ``(H, W)`` mask ``valid``."""
+    scored = np.zeros(valid.shape, dtype=bool)
+    scored[EDGE_BORDER:-EDGE_BORDER, EDGE_BORDER:-EDGE_BORDER] = True
+    return scored & _erode(valid, EDGE_BORDER)
+
+
+def _mask_reason(valid: np.ndarray, *, with_target: bool) -> str | None:
+    """Which scores have too few valid pixels left, or None (also when nothing is masked)."""
+    if valid.all():
+        return None
+    pixels, inside = int(valid.sum()), int(_edge_pixels(valid).sum())
+    windows = int(_erode(valid, SSIM_RADIUS).sum())
+    # (scores, what they need, how many there are, how many they need)
+    needs = [("sar_edge", f"pixels {EDGE_BORDER} px inside the valid area", inside, 2),
+             ("sharpness_vs_training", f"pixels {EDGE_BORDER} px inside the valid area", inside, 1)]
+    if with_target:
+        needs += [("psnr, psnr_12, sam_deg, sam_deg_12", "valid pixels", pixels, 1),
+                  ("structure_r", "valid pixels", pixels, 2),
+                  ("ssim, ssim_12", f"whole {SSIM_KERNEL_SIZE}x{SSIM_KERNEL_SIZE} windows of valid pixels", windows, 1),
+                  ("edge_r", f"pixels {EDGE_BORDER} px inside the valid area", inside, 2),
+                  ("sharpness", f"pixels {EDGE_BORDER} px inside the valid area", inside, 1)]
+    short = [f"{names} ({count} {what}, needs {least})" for names, what, count, least in needs if count < least]
+    if not short:
+        return None
+    return f"too few valid pixels ({pixels} of {valid.size}), these scores are nan: " + "; ".join(short)
 
 
 def _unit_vectors(spectra: np.ndarray) -> np.ndarray:

@@ -15,6 +15,11 @@ class PipelineOutput:
 
     A skipped stage passes its input through: ``ran["2"] is False`` means ``opt_v2 is opt_v1``'s
     copy, and ``notes`` says so.
+
+    With ``pipeline(..., uncertainty=N)`` (see ``gac_pipeline.uncertainty``), per output name:
+    ``mean`` the (12, H, W) float32 mean over the N test-time variants and ``std`` the (H, W)
+    float32 standard deviation over them of the mean of B02, B03, B04 and B08, in DN;
+    ``uncertainty`` says what the variants were ("8 dihedral transforms"). Empty without it.
     """
 
     opt_v1: np.ndarray
@@ -23,6 +28,9 @@ class PipelineOutput:
     ran: dict[str, bool]
     timings_s: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    mean: dict[str, np.ndarray] = field(default_factory=dict)
+    std: dict[str, np.ndarray] = field(default_factory=dict)
+    uncertainty: str | None = None
 
     def versions(self) -> dict[str, np.ndarray]:
         return {"opt_v1": self.opt_v1, "opt_v2": self.opt_v2, "opt_v3": self.opt_v3}

@@ -4,7 +4,9 @@
                                    stage 3 (s1, opt_v2) --> opt_v3 --crop the same pixels back-->
 
 Scenes larger than one tile run window by window with overlapping, smoothly blended windows;
-``translate_file`` streams windows from and to disk so memory stays bounded.
+``translate_file`` streams windows from and to disk so memory stays bounded. ``uncertainty=N``
+runs the in-memory chain on N test-time variants (``gac_pipeline.uncertainty``) for a per-pixel
+spread per stage.
 
 Outputs are DN >= 0: negative model outputs are clipped to 0 (the stages still pass each other
 their raw outputs, as in training). There is no upper bound: L2A reflectance above 1 (DN over
@@ -35,6 +37,9 @@ from gac_pipeline.stages.stage2_prithvi import Stage2Prithvi
 from gac_pipeline.stages.stage3_grounding import Stage3Grounding
 from gac_pipeline.stages.terramind_common import seed_everything
 from gac_pipeline.tiling import crop_pads, pad_to_multiple, tiled_apply, tiled_apply_array
+from gac_pipeline.uncertainty import Spread, Variant
+from gac_pipeline.uncertainty import describe as describe_variants
+from gac_pipeline.uncertainty import variants as uncertainty_variants
 
 ALL_STAGES = ("1", "2", "3")
 STAGE_DIRS = {"1": "stage1", "2": "stage2", "3": "stage3"}
@@ -96,7 +101,7 @@ class GACPipeline(nn.Module):
     @torch.no_grad()
     def __call__(self, s1_db: np.ndarray | torch.Tensor, *, month: int | None = None,
                  biome: str | int | None = None, seed: int = 0, stages=ALL_STAGES,
-                 progress: bool = False, timesteps: int | None = None) -> PipelineOutput:
+                 progress: bool = False, timesteps: int | None = None, uncertainty: int = 0) -> PipelineOutput:
         """Translate one SAR array of any size.
 
         Args:
@@ -108,26 +113,46 @@ class GACPipeline(nn.Module):
             progress: Show a progress bar over windows for scenes larger than one tile.
             timesteps: Diffusion steps for the generate-mode stages, for this call only; None
                 keeps each stage's configured value. Regress-mode stages ignore it.
+            uncertainty: Number of test-time variants to run the chain on (``gac_pipeline.uncertainty``:
+                dihedral transforms, at most 8, or seeds when a stage that runs samples); 0 runs
+                the plain chain once. The first variant is the plain run.
 
         Returns:
-            PipelineOutput with opt_v1/opt_v2/opt_v3 as (12, H, W) float32 DN, clipped at 0.
+            PipelineOutput with opt_v1/opt_v2/opt_v3 as (12, H, W) float32 DN, clipped at 0, and
+            with ``uncertainty`` also ``mean`` and ``std`` over the variants.
         """
         stages, timesteps = _check_stages(stages), _check_timesteps(timesteps)
         s1 = np.asarray(s1_db.cpu() if isinstance(s1_db, torch.Tensor) else s1_db, dtype=np.float32)
         if s1.ndim != 3 or s1.shape[0] != 2:
             raise ValueError(f"expected SAR of shape (2, H, W), got {s1.shape}")
+        generative = bool(uncertainty) and bool(self.generators(stages))
+        chain = uncertainty_variants(uncertainty or 1, seed, generative=generative)  # checked before any work
         seed_everything(seed)
         timings = dict.fromkeys(ALL_STAGES, 0.0)
-        run_tile = self._tile_runner(month, biome, seed, stages, timings)
         tile, overlap = self.config.tile_size, self.config.tile_overlap
-        with self._generate_timesteps(timesteps):
+
+        def run(variant: Variant) -> dict[str, np.ndarray]:
+            run_tile = self._tile_runner(month, biome, variant.seed, stages, timings)
+            s1_variant = variant.apply(s1)
             if max(s1.shape[1:]) <= tile:
-                versions = run_tile(s1)
+                outputs = run_tile(s1_variant)
             else:
-                versions = tiled_apply_array(s1, run_tile, tile=tile, overlap=overlap, progress=progress)
+                outputs = tiled_apply_array(s1_variant, run_tile, tile=tile, overlap=overlap, progress=progress)
+            return {name: variant.undo(dn) for name, dn in outputs.items()}
+
+        spread = {}
+        with self._generate_timesteps(timesteps):
+            versions = run(chain[0])  # the identity with ``seed``: the plain run
+            if uncertainty:
+                accumulator = Spread()
+                accumulator.add(versions)
+                for variant in chain[1:]:
+                    accumulator.add(run(variant))
+                spread = {"mean": accumulator.mean(), "std": accumulator.std(),
+                          "uncertainty": describe_variants(uncertainty, generative=generative)}
         return PipelineOutput(**versions, ran={k: k in stages for k in ALL_STAGES}, timings_s=timings,
                               notes=_skip_notes(stages) + self._conditioning_notes(month, biome, stages)
-                              + self.unpinned_notes())
+                              + self.unpinned_notes(), **spread)
 
     @contextmanager
     def _generate_timesteps(self, timesteps: int | None) -> Iterator[None]:
@@ -140,7 +165,7 @@ class GACPipeline(nn.Module):
         if timesteps is None:
             yield
             return
-        generators = [stage for stage in (self.stage1, self.stage3) if stage.config.mode == "generate"]
+        generators = self.generators()
         saved = [stage.config.timesteps for stage in generators]
         for stage in generators:
             stage.config.timesteps = timesteps
@@ -149,6 +174,12 @@ class GACPipeline(nn.Module):
         finally:
             for stage, value in zip(generators, saved, strict=True):
                 stage.config.timesteps = value
+
+    def generators(self, stages=ALL_STAGES) -> list[nn.Module]:
+        """The stages among ``stages`` that sample (generate mode): stage 1 and/or stage 3. With any,
+        the test-time variants of ``uncertainty`` are seeds rather than dihedral transforms."""
+        return [stage for key, stage in (("1", self.stage1), ("3", self.stage3))
+                if key in stages and stage.config.mode == "generate"]
 
     def _conditioning_notes(self, month, biome, stages) -> list[str]:
         if "2" not in stages:

@@ -40,7 +40,7 @@ def test_translate_real_tile_with_reference(saved_tiny_pipeline, real_pair, tmp_
         # This preset stores no references, so no training median: null and why.
         assert entry["sharpness_vs_training"] is None and "no references" in entry["sharpness_vs_training_reason"]
     assert -1 <= report["reference_sar_edge"] <= 1
-    assert report["schema_version"] == 2 and report["training_gradient_energy"] is None
+    assert report["schema_version"] == 3 and report["training_gradient_energy"] is None
     assert report["reference_sharpness_vs_training"] is None
 
 
@@ -82,3 +82,32 @@ def test_module_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "gac_pipeline", "translate", "--help"], cwd=REPO,
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0 and "--reference" in result.stdout
+
+
+def test_preview_png_has_a_labelled_column_per_image(saved_tiny_pipeline, real_pair, tmp_path):
+    from PIL import Image
+
+    from gac_pipeline.cli import PREVIEW_GAP_PX, PREVIEW_LABEL_PX
+
+    common = ["translate", str(real_pair.s1_path), "--preset", str(saved_tiny_pipeline), "--no-progress", "--preview"]
+    assert main([*common, "--out", str(tmp_path / "sar_only")]) == 0
+    assert main([*common, "--out", str(tmp_path / "with_reference"), "--reference", str(real_pair.s2_path)]) == 0
+    for folder, columns in (("sar_only", 4), ("with_reference", 5)):  # SAR | v1 | v2 | v3 [| reference]
+        with Image.open(tmp_path / folder / "preview.png") as image:
+            assert image.format == "PNG" and image.mode == "RGB"
+            # The 120-px tile upscaled x3 (nearest neighbour) under a label strip.
+            assert image.size == (columns * 360 + (columns - 1) * PREVIEW_GAP_PX, PREVIEW_LABEL_PX + 360)
+            pixels = np.asarray(image)
+        assert (pixels[PREVIEW_LABEL_PX:PREVIEW_LABEL_PX + 3, :3] == pixels[PREVIEW_LABEL_PX, 0]).all()  # 3x3 blocks
+    assert not (tmp_path / "sar_only" / "uncertainty.tif").exists()
+
+
+def test_timesteps_reach_the_pipeline(saved_tiny_pipeline, real_pair, tmp_path, capsys):
+    common = ["translate", str(real_pair.s1_path), "--preset", str(saved_tiny_pipeline), "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "bad"), "--timesteps", "0"]) == 2
+    assert "timesteps must be a whole number >= 1" in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*common, "--out", str(tmp_path / "steps"), "--timesteps", "3"]) == 0
+    for name in ("opt_v1", "opt_v2", "opt_v3"):  # regress mode ignores the steps
+        with rasterio.open(tmp_path / "plain" / f"{name}.tif") as a, rasterio.open(tmp_path / "steps" / f"{name}.tif") as b:
+            assert np.array_equal(a.read(), b.read(), equal_nan=True)

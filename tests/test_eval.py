@@ -23,12 +23,14 @@ from eval.ablation import (
     load_results,
     paired_differences,
     run_ablation,
+    run_pipeline,
     summarise,
 )
 from gac_pipeline.control import ControlConfig, UNetControl
 from gac_pipeline.data import DEFAULT_DATA_DIR, PairDataset, evaluation_pairs, list_pairs, scene_clusters
 from gac_pipeline.display import rgb_composite, sar_false_colour
 from gac_pipeline.references import References
+from gac_pipeline.uncertainty import error_spearman
 from tests.conftest import build_tiny_pipeline
 from training.common import load_split
 
@@ -315,6 +317,31 @@ def test_paired_differences_match_per_tile_csv(result):
     best = res.paired.query("subset == 'all' and comparison == 'v1+v2+v3 - best baseline'")["b"].iloc[0]
     means = _subset(res.summary, "all").loc[["mean_baseline", "linear_baseline"], "psnr"]
     assert best == means.idxmax()
+
+
+def test_uncertainty_spearman_per_tile_and_in_the_summary(result, preset, tmp_path):
+    _, res = result
+    per_tile = res.per_tile.set_index(["variant", "tile"])["uncertainty_spearman"]
+    measured = ("v1", "v1+v2", "v1+v2+v3")  # the opt_v1, opt_v2, opt_v3 maps of the full chain's run
+    for variant in VARIANTS:
+        values = per_tile.loc[variant]
+        assert (np.isfinite(values) & (values.abs() <= 1)).all() if variant in measured else values.isna().all()
+    # The v1+v2+v3 value of the first tile, recomputed from its own run.
+    pair = evaluation_pairs(DEFAULT_DATA_DIR)[0]
+    output = run_pipeline(build_tiny_pipeline(), PairDataset([pair])[0], seed=0, uncertainty=8)
+    target = PairDataset([pair])[0]["s2"].numpy()
+    assert per_tile.loc[("v1+v2+v3", pair.name)] == pytest.approx(error_spearman(output.std["opt_v3"], output.opt_v3,
+                                                                               target))
+    everything = _subset(res.summary, "all")
+    row = everything.loc["v1+v2+v3"]
+    assert row["uncertainty_spearman"] == pytest.approx(per_tile.loc["v1+v2+v3"].mean())
+    assert row["uncertainty_spearman_lo"] <= row["uncertainty_spearman"] <= row["uncertainty_spearman_hi"]
+    assert everything["uncertainty_spearman"].isna().tolist() == [v not in measured for v in VARIANTS]
+    assert "uncertainty_spearman" not in everything.loc["v1+v3", "note"]  # not measured: said once, in meta.json
+    assert res.meta["uncertainty"] == "8 dihedral transforms" and "--uncertainty 8" in res.meta["command"]
+    off = run_ablation(DEFAULT_DATA_DIR, preset=str(preset), out_dir=tmp_path, max_tiles=1, bootstrap=20,
+                       uncertainty=0, progress=False)
+    assert off.per_tile["uncertainty_spearman"].isna().all() and off.meta["uncertainty"] is None
 
 
 # ----------------------------------------------------------------------------- figure

@@ -393,7 +393,8 @@ def test_lpips_real_weights():
 
 TARGET_KEYS = {"psnr", "ssim", "sam_deg", "lpips", "psnr_12", "ssim_12", "sam_deg_12",
                "structure_r", "edge_r", "sharpness"}
-ALWAYS_KEYS = {"lpips_reason", "sar_edge", "sharpness_vs_training", "sharpness_vs_training_reason"}
+ALWAYS_KEYS = {"lpips_reason", "sar_edge", "sharpness_vs_training", "sharpness_vs_training_reason",
+               "masked_pixels", "mask_reason"}
 
 
 def test_compute_metrics_without_target():

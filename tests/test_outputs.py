@@ -60,7 +60,7 @@ def test_cli_outputs(saved_tiny_pipeline, tmp_path):
     assert main(["translate", str(s1), "--out", str(tmp_path / "out"), "--preset", str(saved_tiny_pipeline),
                  "--seed", "3", "--stages", "1,3", "--no-progress"]) == 0
     _check_outputs(tmp_path / "out", saved_tiny_pipeline)
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["schema_version"] == 2
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["schema_version"] == 3
 
 
 def test_app_outputs(saved_tiny_pipeline, tmp_path):

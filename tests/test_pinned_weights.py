@@ -18,6 +18,7 @@ from gac_pipeline import hub
 from gac_pipeline.configs import PipelineConfig, Stage2Config, TerraMindSpec
 from gac_pipeline.pipeline import GACPipeline
 from gac_pipeline.stages import terramind_common as tm
+from gac_pipeline.stages.base import CheckpointError
 from gac_pipeline.stages.stage1_terramind import Stage1TerraMind
 from gac_pipeline.stages.stage2_prithvi import Stage2Prithvi, build_prithvi
 from gac_pipeline.stages.stage3_grounding import Stage3Grounding
@@ -201,6 +202,35 @@ def test_hub_style_pipeline_round_trip_with_pinned_bases(terramind_tiny, prithvi
     notes = GACPipeline.from_pretrained(tmp_path / "branch")(s1, seed=1).notes
     expected = f"stage 2 base {PRITHVI_REPO}/{PRITHVI_FILE}@main is not pinned to a commit: its owners can change"
     assert len(notes) == 1 and notes[0].startswith(expected)
+
+
+@pytest.mark.parametrize(("key", "value"), [("r", 4), ("lora_alpha", 32), ("target_modules", r".*blocks\.\d+\.mlp"),
+                                            ("peft_type", "LOHA")])
+def test_an_adapter_config_that_disagrees_with_the_stage_config_is_refused(prithvi_tiny, tmp_path, key, value):
+    """adapter_config.json is read on load: LoRA settings other than config.json's (e.g. an alpha
+    that would silently rescale every adapter) are refused with one line, through from_pretrained too."""
+    c1, c2, c3 = tiny_configs()
+    c2.pretrained, c2.revision = True, OLD
+    pipeline = GACPipeline(Stage1TerraMind.build(c1), Stage2Prithvi.build(c2), Stage3Grounding.build(c3),
+                           PipelineConfig(name="adapter-test", description="tiny pinned base, tests only"))
+    folder = pipeline.save_pretrained(tmp_path / "saved")
+    Stage2Prithvi.load(folder / "stage2")  # as saved: loads
+
+    adapter_config = folder / "stage2" / "adapter" / "adapter_config.json"
+    saved = json.loads(adapter_config.read_text())
+    saved[key] = value
+    adapter_config.write_text(json.dumps(saved))
+    with pytest.raises(CheckpointError) as info:
+        Stage2Prithvi.load(folder / "stage2")
+    message = str(info.value)
+    assert "\n" not in message and f"disagrees with config.json: {key} {value!r} (config.json: " in message
+
+    # Through the pipeline, with the hash updated as an honest re-upload would have it.
+    config = json.loads((folder / "pipeline_config.json").read_text())
+    config["files"]["stage2/adapter/adapter_config.json"] = hub.sha256(adapter_config)
+    (folder / "pipeline_config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=f"disagrees with config.json: {key} "):
+        GACPipeline.from_pretrained(folder)
 
 
 def test_pin_records_the_commits_main_points_to(hub_cache, tmp_path):

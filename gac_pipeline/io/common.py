@@ -1,11 +1,12 @@
 """What every reader shares: the one-line :class:`InputError`, opening and reading a raster with GDAL's
-failures turned into it, header checks, and the NaN/inf/nodata mask with its median fill."""
+failures turned into it, header checks, and the NaN/inf/nodata/mask-band mask with its median fill."""
 
 import warnings
 from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 
@@ -43,10 +44,11 @@ def _open(path: str | Path):
         ) from error
 
 
-def _read(dataset, **kwargs) -> np.ndarray:
-    """``dataset.read`` with read failures (truncated or corrupt files) as InputError."""
+def _read(dataset, *, masks: bool = False, **kwargs) -> np.ndarray:
+    """``dataset.read`` (``read_masks`` with ``masks``) with read failures (truncated or corrupt
+    files) as InputError."""
     try:
-        return dataset.read(**kwargs)
+        return (dataset.read_masks if masks else dataset.read)(**kwargs)
     except RasterioError as error:
         raise InputError(
             f"{_name(dataset.name)}: could not read the pixels, the file looks truncated or "
@@ -77,6 +79,20 @@ def _check_header(dataset, name: str, what: str, *, max_pixels: int, min_size: i
             f"{name}: image is {height}x{width} pixels ({height * width:,}), too large: "
             f"the limit is {max_pixels:,} pixels"
         )
+
+
+def _read_with_mask(dataset, indexes: list[int], **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels of bands ``indexes`` and, per band, where the file's own mask marks them invalid.
+
+    The file's own mask is a GDAL mask band (internal, or an external ``.msk``) or an alpha band;
+    without one (only a nodata value, checked by :func:`_invalid_pixels`, or nothing) it is all
+    False. ``kwargs`` go to both reads (``window``, ``out_shape``).
+    """
+    data = _read(dataset, indexes=indexes, **kwargs)
+    flags = [dataset.mask_flag_enums[index - 1] for index in indexes]
+    if all(MaskFlags.all_valid in band or MaskFlags.nodata in band for band in flags):
+        return data, np.zeros(data.shape, dtype=bool)
+    return data, _read(dataset, masks=True, indexes=indexes, **kwargs) == 0
 
 
 def _invalid_pixels(data: np.ndarray, nodata: float | None) -> np.ndarray:

@@ -15,7 +15,7 @@ from gac_pipeline.io.common import (
     _name,
     _open,
     _percent,
-    _read,
+    _read_with_mask,
 )
 
 
@@ -25,10 +25,11 @@ class OpticalRaster:
 
     Attributes:
         data: float32 array (12, H, W) in ``S2L2A_BANDS`` order; masked pixels hold the band
-            median.
+            median (every score leaves them out).
         profile: rasterio profile of the source.
         notes: human-readable notes on what was done to the input.
-        valid_mask: bool array (H, W), False where the input was NaN, inf or nodata.
+        valid_mask: bool array (H, W), False where the input was NaN, inf or nodata in any band,
+            or outside the file's own mask (a GDAL mask band or alpha band).
     """
 
     data: np.ndarray
@@ -57,7 +58,8 @@ def read_s2(path: str | Path, *, max_pixels: int = 64_000_000) -> OpticalRaster:
         max_pixels: largest accepted height x width, checked before reading pixels.
 
     Returns:
-        The image as float32 DN, with NaN/inf/nodata pixels masked and filled.
+        The image as float32 DN, with NaN/inf/nodata pixels and those outside the file's mask
+        band masked and filled.
 
     Raises:
         InputError: the file cannot be used; the message says why.
@@ -84,12 +86,13 @@ def read_s2(path: str | Path, *, max_pixels: int = 64_000_000) -> OpticalRaster:
                 notes.append("selected and ordered bands B01..B12 by their descriptions")
         elif any(dataset.descriptions):
             notes.append("band descriptions are not band names: assumed B01..B12 order")
-        data = _read(dataset, indexes=indexes).astype(np.float32)
+        data, outside_mask = _read_with_mask(dataset, indexes)
+        data = data.astype(np.float32)
         profile = dict(dataset.profile)
         nodata = dataset.nodata
         gains, shifts, note = _dn_calibration(dataset, indexes, name)
 
-    invalid = _invalid_pixels(data, nodata)
+    invalid = _invalid_pixels(data, nodata) | outside_mask
     if note:
         data = data * gains[:, None, None] + shifts[:, None, None]
         notes.append(note)
@@ -99,7 +102,7 @@ def read_s2(path: str | Path, *, max_pixels: int = 64_000_000) -> OpticalRaster:
         data = np.where(invalid, fill[:, None, None], data)
         notes.append(
             f"masked {int(masked.sum())} NaN/inf/nodata pixels ({_percent(masked.mean())}); "
-            "filled with the band median"
+            "filled with the band median, left out of every score"
         )
     return OpticalRaster(data, profile, notes, ~masked)
 

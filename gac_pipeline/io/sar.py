@@ -17,7 +17,15 @@ import numpy as np
 from rasterio.windows import Window
 
 from gac_pipeline.bands import S1GRD_BANDS
-from gac_pipeline.io.common import InputError, _band_medians, _check_header, _invalid_pixels, _open, _percent, _read
+from gac_pipeline.io.common import (
+    InputError,
+    _band_medians,
+    _check_header,
+    _invalid_pixels,
+    _open,
+    _percent,
+    _read_with_mask,
+)
 from gac_pipeline.io.dates import acquisition_month
 
 # Long side of the decimated read used to validate a streamed scene and pick fill values.
@@ -32,7 +40,8 @@ class SarRaster:
         data: float32 array (2, H, W), VV and VH backscatter in dB; masked pixels hold the
             band median so that models never see NaN.
         valid_mask: bool array (H, W), False where the input was NaN, inf or nodata (or
-            non-positive linear power).
+            non-positive linear power), or outside the file's own mask (a GDAL mask band or
+            alpha band).
         profile: rasterio profile of the source (crs, transform, nodata, width, height, ...).
         month: acquisition month 1..12 from the metadata or the file name, None if unknown.
         notes: human-readable notes on what was done to the input.
@@ -199,15 +208,15 @@ class SarSource:
         name = self.path.name
         long_side = max(self.height, self.width)
         if preview_size is None or preview_size >= long_side:
-            raw = _read(self._dataset, indexes=self._indexes)
-            self._full = raw
+            raw, outside_mask = _read_with_mask(self._dataset, self._indexes)
+            self._full = (raw, outside_mask)
         else:
             scale = preview_size / long_side
             shape = (2, max(1, round(self.height * scale)), max(1, round(self.width * scale)))
-            raw = _read(self._dataset, indexes=self._indexes, out_shape=shape)
+            raw, outside_mask = _read_with_mask(self._dataset, self._indexes, out_shape=shape)
             self._full = None
 
-        data, invalid = self._to_db(raw)
+        data, invalid = self._to_db(raw, outside_mask)
         if units_unknown:
             # A refusal, not a guess: dB backscatter is mostly negative, linear power never is.
             values = data[~invalid]
@@ -235,10 +244,11 @@ class SarSource:
                     "band median"
                 )
 
-    def _to_db(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Float32 dB values and the per-band invalid mask of raw pixels."""
+    def _to_db(self, raw: np.ndarray, outside_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Float32 dB values and the per-band invalid mask of raw pixels (``outside_mask``: where
+        the file's own mask band marks them invalid)."""
         data = raw.astype(np.float32)
-        invalid = _invalid_pixels(data, self._nodata)
+        invalid = _invalid_pixels(data, self._nodata) | outside_mask
         if self._linear:
             invalid |= data <= 0
             data = 10.0 * np.log10(np.where(invalid, np.float32(1), data))
@@ -270,11 +280,11 @@ class SarSource:
                 f"{self.height}x{self.width} scene"
             )
         if self._full is not None:
-            raw = self._full[:, row:row + height, col:col + width]
+            raw, outside_mask = (array[:, row:row + height, col:col + width] for array in self._full)
         else:
             window = Window(col, row, width, height)
-            raw = _read(self._dataset, indexes=self._indexes, window=window)
-        data, invalid = self._to_db(raw)
+            raw, outside_mask = _read_with_mask(self._dataset, self._indexes, window=window)
+        data, invalid = self._to_db(raw, outside_mask)
         data = np.where(invalid, self._fill[:, None, None], data)
         return data, ~invalid.any(axis=0)
 

@@ -1,4 +1,5 @@
-"""Writing the optical outputs: 12-band float32 Cloud-Optimized GeoTIFFs, strip by strip for large scenes.
+"""Writing the outputs: float32 Cloud-Optimized GeoTIFFs (12 optical bands, or named bands such as the
+uncertainty maps), strip by strip for large scenes.
 
 Every output is float32 with NaN as its nodata (never the source's nodata value, which may be a
 valid DN such as 0), NaN in every band where the source was masked, tiled with overviews (GDAL's
@@ -24,7 +25,8 @@ COG_OPTIONS = {"BLOCKSIZE": 512, "COMPRESS": "DEFLATE", "PREDICTOR": "YES", "OVE
 
 
 class OpticalWriter:
-    """Writes a 12-band float32 Cloud-Optimized GeoTIFF strip by strip, on the grid of a source profile.
+    """Writes a float32 Cloud-Optimized GeoTIFF (12 S2L2A bands by default) strip by strip, on the grid of a
+    source profile.
 
     The COG driver cannot write window by window, so the strips go to ``<path>.partial``, a
     GeoTIFF deflate-compressed in strips of 16 rows (the pipeline writes windows of a multiple
@@ -42,7 +44,7 @@ class OpticalWriter:
     """
 
     def __init__(self, path: str | Path, like_profile: dict, height: int, width: int,
-                 tags: dict[str, str] | None = None):
+                 tags: dict[str, str] | None = None, bands: tuple[str, ...] = S2L2A_BANDS):
         """Start the file.
 
         Args:
@@ -51,13 +53,14 @@ class OpticalWriter:
             height: rows.
             width: columns.
             tags: dataset tags (name -> text), e.g. provenance.
+            bands: band descriptions, one per band (the S2L2A bands by default).
         """
-        self.path, self.height, self.width = Path(path), height, width
+        self.path, self.height, self.width, self.bands = Path(path), height, width, tuple(bands)
         self._partial = self.path.with_name(self.path.name + ".partial")
         profile = {
             "driver": "GTiff",
             "dtype": "float32",
-            "count": len(S2L2A_BANDS),
+            "count": len(self.bands),
             "height": height,
             "width": width,
             "crs": like_profile.get("crs"),
@@ -70,7 +73,7 @@ class OpticalWriter:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self._dataset = rasterio.open(self._partial, "w", **profile)
-        for index, band in enumerate(S2L2A_BANDS, start=1):
+        for index, band in enumerate(self.bands, start=1):
             self._dataset.set_band_description(index, band)
         self._dataset.update_tags(**(tags or {}))
 
@@ -81,7 +84,7 @@ class OpticalWriter:
 
         Args:
             row0: first row of the strip.
-            block: (12, n, width) digital numbers.
+            block: (bands, n, width) values, e.g. digital numbers.
             valid_mask: optional bool (n, width); False pixels are NaN in every band.
 
         Raises:
@@ -89,11 +92,11 @@ class OpticalWriter:
         """
         block = np.asarray(block, dtype=np.float32)
         rows = block.shape[1] if block.ndim == 3 else 0
-        if block.shape != (len(S2L2A_BANDS), rows, self.width) or not (
+        if block.shape != (len(self.bands), rows, self.width) or not (
             0 <= row0 and rows > 0 and row0 + rows <= self.height
         ):
             raise ValueError(
-                f"strip of shape {block.shape} at row {row0} does not fit a 12-band "
+                f"strip of shape {block.shape} at row {row0} does not fit a {len(self.bands)}-band "
                 f"{self.height}x{self.width} image"
             )
         if valid_mask is not None:
@@ -130,18 +133,20 @@ def write_optical(
     *,
     valid_mask: np.ndarray | None = None,
     tags: dict[str, str] | None = None,
+    bands: tuple[str, ...] = S2L2A_BANDS,
 ) -> None:
-    """Write a 12-band optical image on the grid of a source scene, as a Cloud-Optimized GeoTIFF.
+    """Write an image (12 optical bands by default) on the grid of a source scene, as a Cloud-Optimized GeoTIFF.
 
     Args:
         path: output GeoTIFF.
-        dn: (12, H, W) digital numbers (reflectance x 10000).
+        dn: (bands, H, W) values: digital numbers (reflectance x 10000) for the optical bands.
         like_profile: profile of the source scene (crs and transform are kept).
         valid_mask: optional bool (H, W); False pixels are NaN in every band.
         tags: dataset tags (name -> text), e.g. provenance.
+        bands: band descriptions, one per band.
     """
     dn = np.asarray(dn)
     if dn.ndim != 3:
-        raise ValueError(f"expected a (12, H, W) array, got shape {dn.shape}")
-    with OpticalWriter(path, like_profile, dn.shape[1], dn.shape[2], tags) as writer:
+        raise ValueError(f"expected a ({len(bands)}, H, W) array, got shape {dn.shape}")
+    with OpticalWriter(path, like_profile, dn.shape[1], dn.shape[2], tags, bands) as writer:
         writer.write_rows(0, dn, valid_mask)

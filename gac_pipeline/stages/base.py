@@ -120,6 +120,7 @@ class Stage(nn.Module):
         if not stage._saves_adapters_only():
             _load_strict(stage, _read(directory / FULL_WEIGHTS), directory / FULL_WEIGHTS)
             return stage
+        _check_adapter_config(directory / ADAPTER_DIR / ADAPTER_CONFIG, stage.lora_config)
         adapter_file = directory / ADAPTER_DIR / ADAPTER_WEIGHTS
         result = set_peft_model_state_dict(stage.base, _read(adapter_file))
         missing_lora = [k for k in result.missing_keys if "lora_" in k]
@@ -142,6 +143,32 @@ class Stage(nn.Module):
             if key.startswith(stage.base_name + ".") and key in parameters:
                 parameters[key].requires_grad_(True)
         return stage
+
+
+# The adapter_config.json fields that must agree with the LoRA that config.json builds: the weights'
+# shapes (r), their scale (lora_alpha / r: a wrong one loads silently) and which layers carry them.
+ADAPTER_CHECKED = ("peft_type", "r", "lora_alpha", "target_modules")
+
+
+def _check_adapter_config(path: Path, expected: LoraConfig) -> None:
+    """Refuse a peft ``adapter_config.json`` whose LoRA settings disagree with ``config.json``'s."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (the LoRA adapter's peft config)")
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: unreadable ({type(error).__name__}: {error})") from None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: expected a JSON object (peft's LoraConfig), got {type(saved).__name__}")
+
+    def comparable(value):  # peft keeps a list of module names as a set; JSON holds a list
+        return sorted(value) if isinstance(value, list | set | tuple) else value
+
+    wanted = json.loads(json.dumps(expected.to_dict(), default=list))
+    differ = [f"{key} {saved.get(key)!r} (config.json: {wanted[key]!r})" for key in ADAPTER_CHECKED
+              if comparable(saved.get(key)) != comparable(wanted[key])]
+    if differ:
+        raise CheckpointError(f"{path}: disagrees with config.json: {', '.join(differ)}")
 
 
 def _read(path: Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,124 @@
+"""Per-pixel uncertainty from test-time variants: the variants, the pipeline's spread, the CLI's uncertainty.tif."""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from gac_pipeline.cli import main
+from gac_pipeline.io import read_s1
+from gac_pipeline.pipeline import GACPipeline
+from gac_pipeline.uncertainty import DIHEDRAL, FILE_BANDS, band_mean, error_spearman, variants
+
+
+def _s1(height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(2, height, width)) * 3 + np.array([-12.0, -19.0])[:, None, None]).astype(np.float32)
+
+
+def test_variants_are_the_dihedral_group_identity_first_or_seeds():
+    chain = variants(8, seed=5, generative=False)
+    assert (chain[0].k, chain[0].flip, chain[0].seed) == (0, False, 5)
+    x = np.arange(2 * 3 * 5).reshape(2, 3, 5)  # not square: rot90 swaps the axes
+    images = {variant.apply(x).tobytes() + bytes(variant.apply(x).shape) for variant in chain}
+    assert len(images) == 8  # eight different transforms
+    for variant in chain:
+        assert np.array_equal(variant.undo(variant.apply(x)), x)
+    assert [v.seed for v in variants(3, seed=5, generative=True)] == [5, 6, 7]
+    assert all((v.k, v.flip) == (0, False) for v in variants(3, seed=5, generative=True))
+    assert len(DIHEDRAL) == 8
+    for bad in (0, 9, 2.0, True):
+        with pytest.raises(ValueError, match="uncertainty"):
+            variants(bad, seed=0, generative=False)
+
+
+def test_uncertainty_8_on_a_real_tile(tiny_pipeline, real_pair):
+    s1 = read_s1(real_pair.s1_path).data
+    plain = tiny_pipeline(s1, month=real_pair.month, biome=real_pair.biome)
+    out = tiny_pipeline(s1, month=real_pair.month, biome=real_pair.biome, uncertainty=8)
+    for name, version in plain.versions().items():
+        assert np.array_equal(getattr(out, name), version)  # the identity variant is the plain run, bit for bit
+        assert out.std[name].shape == (120, 120) and out.std[name].dtype == np.float32
+        assert (out.std[name] >= 0).all() and out.std[name].max() > 0
+        assert out.mean[name].shape == (12, 120, 120) and np.isfinite(out.mean[name]).all()
+    assert out.uncertainty == "8 dihedral transforms"
+    assert plain.std == {} and plain.mean == {} and plain.uncertainty is None
+
+
+class PerPixel(torch.nn.Module):
+    """A stand-in stage computing each pixel from that pixel alone: equivariant to every dihedral
+    transform. ``seed_step`` > 0 makes it a sampling (generate-mode) stage whose output moves with the seed."""
+
+    def __init__(self, channels_in, seed_step=0.0):
+        super().__init__()
+        self.config = SimpleNamespace(mode="generate" if seed_step else "regress", timesteps=1)
+        self.conv, self.seed_step = torch.nn.Conv2d(channels_in, 12, 1), seed_step
+        torch.nn.init.normal_(self.conv.weight, std=20.0)
+
+    def forward(self, *inputs, seed=0, **conditioning):
+        return 1500 + self.conv(torch.cat(inputs, dim=1)) + self.seed_step * seed
+
+    def conditioning_notes(self, month, biome):
+        return []
+
+
+def _per_pixel_pipeline(tiny_pipeline, seed_step=0.0):
+    return GACPipeline(PerPixel(2, seed_step), PerPixel(12), PerPixel(14), tiny_pipeline.config)
+
+
+@pytest.mark.parametrize("shape", [(120, 120), (37, 90), (200, 150)])  # one tile, not square, tiled
+def test_a_model_equivariant_to_the_dihedral_group_has_zero_spread(tiny_pipeline, shape):
+    out = _per_pixel_pipeline(tiny_pipeline)(_s1(*shape), uncertainty=8)
+    for name in ("opt_v1", "opt_v2", "opt_v3"):
+        scale = np.abs(band_mean(getattr(out, name))).max()
+        # Zero up to float32 rounding: exactly 0 on one window; blending overlapping windows rounds.
+        assert out.std[name].shape == shape and out.std[name].max() <= 1e-6 * scale
+        np.testing.assert_allclose(out.mean[name], getattr(out, name), rtol=1e-5, atol=1e-2)
+
+
+def test_generate_mode_variants_are_seeds(tiny_pipeline):
+    out = _per_pixel_pipeline(tiny_pipeline, seed_step=1.0)(_s1(32, 32), seed=4, uncertainty=3, stages=("1",))
+    # Stage 1 adds seed: its outputs are x + 4, x + 5, x + 6, so the std is that of (0, 1, 2).
+    np.testing.assert_allclose(out.std["opt_v1"], math.sqrt(2 / 3), rtol=1e-6)
+    assert out.uncertainty == "3 seeds"
+
+
+def test_error_spearman():
+    rng = np.random.default_rng(0)
+    reference, prediction = rng.uniform(0, 3000, (2, 12, 20, 20))
+    error = np.abs(band_mean(prediction) - band_mean(reference))
+    assert error_spearman(error**2, prediction, reference) == pytest.approx(1.0)  # same ranking
+    assert error_spearman(-error, prediction, reference) == pytest.approx(-1.0)
+    assert math.isnan(error_spearman(np.zeros((20, 20)), prediction, reference))  # a flat map ranks nothing
+
+
+def test_cli_writes_uncertainty_tif_on_the_input_grid(saved_tiny_pipeline, real_pair, tmp_path):
+    common = ["translate", str(real_pair.s1_path), "--preset", str(saved_tiny_pipeline), "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*common, "--out", str(tmp_path / "unc"), "--uncertainty", "8"]) == 0
+    with rasterio.open(real_pair.s1_path) as source:
+        grid = (source.crs, source.transform, source.width, source.height)
+    with rasterio.open(tmp_path / "unc" / "uncertainty.tif") as dataset:
+        assert (dataset.crs, dataset.transform, dataset.width, dataset.height) == grid
+        assert dataset.count == 3 and dataset.descriptions == FILE_BANDS and set(dataset.dtypes) == {"float32"}
+        assert dataset.tags()["uncertainty"] == "8 dihedral transforms"
+        std = dataset.read()
+    assert np.isfinite(std).all() and (std >= 0).all() and (std.max(axis=(1, 2)) > 0).all()
+    assert not (tmp_path / "plain" / "uncertainty.tif").exists()
+    for name in ("opt_v1", "opt_v2", "opt_v3"):  # the outputs do not change with the flag
+        with rasterio.open(tmp_path / "plain" / f"{name}.tif") as a, rasterio.open(tmp_path / "unc" / f"{name}.tif") as b:
+            assert np.array_equal(a.read(), b.read(), equal_nan=True)
+
+
+def test_cli_refuses_bad_or_too_large_uncertainty(saved_tiny_pipeline, real_pair, tmp_path, capsys, monkeypatch):
+    common = ["translate", str(real_pair.s1_path), "--preset", str(saved_tiny_pipeline), "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "nine"), "--uncertainty", "9"]) == 2
+    assert "8 dihedral variants" in capsys.readouterr().err
+    assert not list((tmp_path / "nine").glob("*.tif"))  # refused before any output is written
+    monkeypatch.setattr("gac_pipeline.cli.MAX_IN_MEMORY_PIXELS", 100 * 100)
+    assert main([*common, "--out", str(tmp_path / "big"), "--uncertainty", "8"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "hold the scene in memory" in error
