@@ -1,23 +1,32 @@
-"""Pair folders (S1GRD.tif + S2L2A.tif) as the project's dataset.
+"""Pair folders (S1GRD.tif + S2L2A.tif) as the project's dataset, and the official reBEN layout.
 
 A dataset is any folder whose subfolders, at any depth, hold ``S1GRD.tif`` and usually
 ``S2L2A.tif`` (folders with only the SAR scene are inference-only). An optional ``index.csv``
 at the top joins metadata to each folder through its ``pair`` column: ``split``, ``country``,
 ``s2_date`` / ``s1_date``, ``clear_land``, ``source``.
 
+The official BigEarthNet v2.0 (reBEN) layout is read too (:class:`RebenDataset`): a folder with
+``metadata.parquet`` (or ``metadata.csv``), ``BigEarthNet-S1/<S1 product>/<s1_name>/<s1_name>_VV.tif``
+and ``_VH.tif`` (float32 dB), and ``BigEarthNet-S2/<S2 product>/<patch_id>/<patch_id>_B01.tif`` ..
+``_B12.tif`` (uint16, each band at its native resolution: 120, 60 or 20 px).
+
 The biome given to the models is derived from the country, a coarse proxy: a country can
 span several biomes, and a pair without a known country gets "unknown".
 """
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import rasterio
 import torch
 from torch.utils.data import Dataset
 
+from gac_pipeline.bands import S1GRD_BANDS, S2L2A_BANDS
 from gac_pipeline.io import acquisition_month, parse_month, read_s1, read_s2
+from gac_pipeline.io.optical import _dn_calibration
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "bigearthnet"
 
@@ -281,3 +290,96 @@ class PairDataset(Dataset):
             "name": info.name,
         }
         return self.transform(item) if self.transform is not None else item
+
+
+# --- the official reBEN (BigEarthNet v2.0) layout ---------------------------------------------
+
+REBEN_METADATA = ("metadata.parquet", "metadata.csv")
+REBEN_S1_DIR = "BigEarthNet-S1"
+REBEN_S2_DIR = "BigEarthNet-S2"
+REBEN_SIZE = 120  # px at 10 m; 20 m bands are stored at 60 px, 60 m bands at 20 px
+REBEN_BAND_SIZE = {band: REBEN_SIZE for band in S2L2A_BANDS} | {
+    "B05": 60, "B06": 60, "B07": 60, "B8A": 60, "B11": 60, "B12": 60, "B01": 20, "B09": 20}
+
+
+def reben_metadata(root: str | Path) -> Path | None:
+    """The reBEN metadata file of ``root`` (parquet, else CSV), None when ``root`` is not reBEN."""
+    return next((Path(root) / name for name in REBEN_METADATA if (Path(root) / name).is_file()), None)
+
+
+def reben_s1_dir(root: Path, s1_name: str) -> Path:
+    """``BigEarthNet-S1/<S1 product>/<s1_name>``: the product is the name less its tile and position."""
+    return root / REBEN_S1_DIR / s1_name.rsplit("_", 3)[0] / s1_name
+
+
+def reben_s2_dir(root: Path, patch_id: str) -> Path:
+    """``BigEarthNet-S2/<S2 product>/<patch_id>``: the product is the name less the patch position."""
+    return root / REBEN_S2_DIR / patch_id.rsplit("_", 2)[0] / patch_id
+
+
+class RebenDataset(Dataset):
+    """reBEN patches, read from their per-band GeoTIFFs on every access; items as :class:`PairDataset`'s.
+
+    S1 is stored in dB and read as is. S2 bands stored at 20 or 60 m are repeated to 120 px
+    (nearest, as ConfigILM, which packaged the bundled BENv2 tiles, does), and stored values are
+    turned into DN by the rule :func:`gac_pipeline.io.read_s2` applies (band scales/offsets or a
+    ``BOA_ADD_OFFSET`` tag; reBEN's ``N9999`` names get no change).
+
+    Only names, months and biomes are held, in numpy arrays rather than per-row Python objects,
+    so DataLoader workers share them instead of copying them page by page.
+    """
+
+    def __init__(self, root: str | Path, splits: Iterable[str] | None = None, *, clear_only: bool = False):
+        """List the patches.
+
+        Args:
+            root: reBEN folder with ``metadata.parquet`` (or ``.csv``) and the two image folders.
+            splits: keep these splits ("val" accepted); None keeps all.
+            clear_only: keep only patches without seasonal snow or cloud/shadow (the metadata's
+                ``contains_seasonal_snow`` and ``contains_cloud_or_shadow``; a patch missing them is dropped).
+
+        Raises:
+            FileNotFoundError: no metadata file in ``root``.
+        """
+        import pandas as pd
+
+        self.root = Path(root)
+        path = reben_metadata(self.root)
+        if path is None:
+            raise FileNotFoundError(f"{self.root}: no {' or '.join(REBEN_METADATA)} (not a reBEN folder)")
+        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        if splits is not None:
+            wanted = {normalise_split(split) for split in splits}
+            table = table[[normalise_split(split) in wanted for split in table["split"]]]
+        if clear_only:
+            flags = [table.get(column, pd.Series(True, index=table.index)).astype(str).str.lower()
+                     for column in ("contains_seasonal_snow", "contains_cloud_or_shadow")]
+            table = table[(flags[0] == "false") & (flags[1] == "false")]
+        table = table.sort_values("patch_id")
+        self.patch_ids = table["patch_id"].to_numpy(dtype=str)
+        self.s1_names = table["s1_name"].to_numpy(dtype=str)
+        countries = table["country"] if "country" in table else [""] * len(table)
+        self.biomes = np.array([biome_index(COUNTRY_TO_BIOME.get(str(c), "unknown")) for c in countries], np.int64)
+        self.months = np.array([parse_month(name) or 0 for name in self.patch_ids], np.int64)
+
+    def __len__(self) -> int:
+        return len(self.patch_ids)
+
+    def __getitem__(self, index: int) -> dict:
+        patch_id, s1_name = str(self.patch_ids[index]), str(self.s1_names[index])
+        s1_dir, s2_dir = reben_s1_dir(self.root, s1_name), reben_s2_dir(self.root, patch_id)
+        s1 = np.stack([_read_band(s1_dir / f"{s1_name}_{band}.tif") for band in S1GRD_BANDS])
+        s2 = np.stack([_read_band(s2_dir / f"{patch_id}_{band}.tif", dn_of=patch_id) for band in S2L2A_BANDS])
+        return {"s1": torch.from_numpy(s1), "s2": torch.from_numpy(s2), "month": int(self.months[index]),
+                "biome": int(self.biomes[index]), "name": patch_id}
+
+
+def _read_band(path: Path, dn_of: str | None = None) -> np.ndarray:
+    """One reBEN band file at 120 px, float32; with ``dn_of`` (the patch name), turned into S2 DN."""
+    with rasterio.open(path) as dataset:
+        data = dataset.read(1).astype(np.float32)
+        if dn_of is not None:
+            gains, shifts, _ = _dn_calibration(dataset, [1], dn_of)
+            data = data * gains[0] + shifts[0]
+    factor = REBEN_SIZE // data.shape[0]
+    return data.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else data

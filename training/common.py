@@ -72,6 +72,10 @@ class TileSet:
     def __len__(self) -> int:
         return len(self.names)
 
+    def s2_mean(self) -> torch.Tensor:
+        """Per-band mean DN (12,) over every tile: the training-mean image a model starts from."""
+        return self.s2.mean(dim=(0, 2, 3))
+
     def subset(self, index: list[int]) -> TileSet:
         """The tiles at ``index``, in that order."""
         return TileSet(self.s1[index], self.s2[index], self.month[index], self.biome[index],

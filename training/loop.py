@@ -16,8 +16,10 @@ must get the same augmentation, loss family and step budget to be a fair compari
   is wrapped in DistributedDataParallel, each rank draws its own batches, rank 0 evaluates,
   logs and saves.
 
-Batches are drawn from a generator re-seeded from (seed, rank, step) at every step, so a
-resumed run sees exactly the batches an uninterrupted run would have seen.
+Batches of tiles held in memory are drawn from a generator re-seeded from (seed, rank, step) at
+every step; streamed batches (``training.streaming``) come in a seeded order that a resumed run
+enters at its step. Either way a resumed run sees exactly the batches an uninterrupted run would
+have seen.
 """
 
 from __future__ import annotations
@@ -38,13 +40,18 @@ import yaml
 from torch import nn
 
 from gac_pipeline.data import DEFAULT_DATA_DIR
-from training import common
+from training import common, streaming
 
 
 def add_loop_arguments(parser: argparse.ArgumentParser, *, max_steps: int, lr: float, batch_size: int = 16,
                        crop: int = 64, eval_every: int = 50, warmup: float = 0.3) -> None:
     """The options every training script has, with that script's defaults."""
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="dataset folder with index.csv")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
+                        help="dataset folder: pair folders with index.csv, or reBEN (metadata.parquet; streamed)")
+    parser.add_argument("--stream", action="store_true",
+                        help="read pairs from disk per batch instead of loading the splits into memory "
+                             "(always on for a reBEN folder)")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes when streaming")
     parser.add_argument("--out", type=Path, required=True, help="folder to write (a pipeline folder for stages)")
     parser.add_argument("--work-dir", type=Path, default=None, help="checkpoint + log (default <out>_train)")
     parser.add_argument("--config", type=Path, default=None, help="YAML: model config section and option defaults")
@@ -173,7 +180,7 @@ class FitResult:
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
 
 
-def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet,
+def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet | streaming.StreamingPairs,
         evaluate: Callable[[int], dict[str, float]] | None, args: argparse.Namespace, run: Distributed,
         desc: str) -> FitResult:
     """Train ``model`` in place for ``--max-steps`` and leave the final weights loaded (their
@@ -183,7 +190,9 @@ def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet,
         model: The module to train (on ``run.device``); only parameters with requires_grad train.
         loss_fn: ``loss_fn(forward_module, batch) -> scalar``; call ``forward_module`` (the DDP
             wrapper when distributed) for the forward pass so gradients are synchronised.
-        tiles: Training tiles; batches come from :func:`common.sample_batch` and are moved to the device.
+        tiles: Training tiles in memory, batches from :func:`common.sample_batch`; or pairs read from
+            disk, batches from :func:`streaming.batches` (``--workers``, one share per rank). Batches
+            are moved to the device.
         evaluate: ``evaluate(step)`` -> scores of ``model`` as it is now (the moving average with
             ``--ema``), called in eval mode without grad on rank 0 at step 0 and every
             ``--eval-every`` steps; None for a final fit, which nothing judges.
@@ -220,7 +229,19 @@ def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet,
             logger.log(step=0, lr=scheduler.get_last_lr()[0], elapsed_s=0.0,
                        **{k: state.scores.get(k) for k in LOGGED_SCORES})
 
-    generator = torch.Generator()
+    if isinstance(tiles, common.TileSet):
+        generator = torch.Generator()
+
+        def next_batch(step: int, micro: int) -> dict:
+            generator.manual_seed(_batch_seed(args.seed, run.rank, step, micro))
+            return common.sample_batch(tiles, args.batch_size, args.crop, generator)
+    else:
+        stream = streaming.batches(tiles, batch_size=args.batch_size, workers=args.workers, rank=run.rank,
+                                   world_size=run.world_size, seed=args.seed, start=state.step * args.grad_accum)
+
+        def next_batch(step: int, micro: int) -> dict:
+            return next(stream)
+
     start_time, losses = time.perf_counter(), []
     autocast = torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=args.amp)
     bar = common.progress(state.step, args.max_steps, desc, disable=not run.is_main)
@@ -229,8 +250,7 @@ def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet,
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for micro in range(args.grad_accum):
-            generator.manual_seed(_batch_seed(args.seed, run.rank, step, micro))
-            batch = _to_device(common.sample_batch(tiles, args.batch_size, args.crop, generator), run.device)
+            batch = _to_device(next_batch(step, micro), run.device)
             with autocast:
                 loss = loss_fn(forward_module, batch) / args.grad_accum
             loss.backward()

@@ -20,7 +20,7 @@ import argparse
 import torch
 
 from gac_pipeline.control import ControlConfig, UNetControl
-from training import common, cv, loop, losses
+from training import common, cv, loop, losses, streaming
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,11 +39,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     run = loop.setup_distributed(args.device)
     common.seed_all(args.seed)
-    pool = common.load_pool(args.data, clear_only=not args.all_tiles)
-    train, held_out = cv.split_pool(pool, args.folds, args.fold)
+    if streaming.wanted(args):  # e.g. reBEN: read from disk per batch
+        train, held_out = streaming.open_training_data(args), None
+    else:  # the bundled tiles: in memory, as GAC-mini was trained
+        pool = common.load_pool(args.data, clear_only=not args.all_tiles)
+        train, held_out = cv.split_pool(pool, args.folds, args.fold)
     torch.manual_seed(args.seed)
     model = UNetControl.build(ControlConfig.from_dict(args.model_config or {}))
-    model.start_at_mean(train.s2.mean(dim=(0, 2, 3)))
+    model.start_at_mean(train.s2_mean())
     model.to(run.device)
     std = model.config.standardization
     parameters = sum(p.numel() for p in model.parameters())

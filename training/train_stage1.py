@@ -30,7 +30,7 @@ import torch
 import gac_pipeline  # noqa: F401  (torchvision fix before terratorch)
 from gac_pipeline.configs import Stage1Config
 from gac_pipeline.stages.stage1_terramind import Stage1TerraMind
-from training import common, cv, loop, losses
+from training import common, cv, loop, losses, streaming
 from training.init_presets import mini_pipeline
 
 
@@ -57,13 +57,13 @@ def build_stage1(args: argparse.Namespace) -> Stage1TerraMind:
     return stage
 
 
-def start_at_training_mean(stage: Stage1TerraMind, train: common.TileSet) -> None:
+def start_at_training_mean(stage: Stage1TerraMind, train: common.TileSet | streaming.StreamingPairs) -> None:
     """Set the zero-initialised output layer's bias so the untrained model predicts the training mean.
 
     Training then starts from the constant-mean baseline instead of TerraMind's global
     pretraining mean, and learns a residual on it, as the UNet control does.
     """
-    mean_dn = train.s2.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
+    mean_dn = train.s2_mean().view(1, -1, 1, 1)
     with torch.no_grad():
         stage.decoder.out.bias.copy_(stage.config.standardization.s2(mean_dn).flatten())
 
@@ -78,8 +78,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     run = loop.setup_distributed(args.device)
     common.seed_all(args.seed)
-    pool = common.load_pool(args.data, clear_only=not args.all_tiles)
-    train, held_out = cv.split_pool(pool, args.folds, args.fold)
+    if streaming.wanted(args):  # e.g. reBEN: read from disk per batch
+        train, held_out = streaming.open_training_data(args), None
+    else:  # the bundled tiles: in memory, as GAC-mini was trained
+        pool = common.load_pool(args.data, clear_only=not args.all_tiles)
+        train, held_out = cv.split_pool(pool, args.folds, args.fold)
     if run.is_main:
         print(f"stage 1: {len(train)} training tiles" + (f", fold {args.fold} held out ({len(held_out)} tiles)"
                                                        if held_out else ""))

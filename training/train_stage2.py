@@ -40,7 +40,7 @@ from gac_pipeline.configs import Stage2Config
 from gac_pipeline.metrics import lpips_available
 from gac_pipeline.presets import load_preset
 from gac_pipeline.stages.stage2_prithvi import Stage2Prithvi
-from training import common, cv, loop, losses
+from training import common, cv, loop, losses, streaming
 
 BACKBONE_CHOICES = ("auto", "lora", "frozen", "full")
 
@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     run = loop.setup_distributed(args.device)
     common.seed_all(args.seed)
+    if streaming.wanted(args):
+        raise SystemExit(f"{args.data}: stage 2 trains on stored opt_v1 held in memory and does not stream yet "
+                         "(reBEN, --stream): use the pair-folder layout")
     pool = common.attach(common.load_pool(args.data, clear_only=not args.all_tiles), args.opt_v1, "opt_v1")
     train, held_out = cv.split_pool(pool, args.folds, args.fold)
 

@@ -35,7 +35,7 @@ from gac_pipeline.configs import Stage3Config
 from gac_pipeline.presets import load_preset
 from gac_pipeline.stages import terramind_common as tm
 from gac_pipeline.stages.stage3_grounding import Stage3Grounding
-from training import common, cv, loop, losses
+from training import common, cv, loop, losses, streaming
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
     run = loop.setup_distributed(args.device)
     common.seed_all(args.seed)
     base = load_preset(str(args.init_from))
+    if streaming.wanted(args):
+        raise SystemExit(f"{args.data}: stage 3 trains on stored opt_v2 held in memory and does not stream yet "
+                         "(reBEN, --stream): use the pair-folder layout")
     pool = common.load_pool(args.data, clear_only=not args.all_tiles)
     if args.opt_v2 is not None:
         pool = common.attach(pool, args.opt_v2, "opt_v2")
