@@ -40,7 +40,6 @@ from gac_pipeline.metrics import (
     to_json_safe,
 )
 from gac_pipeline.outputs import STAGE_NAMES
-from gac_pipeline.presets import preset_notes
 
 logger = logging.getLogger(__name__)
 
@@ -435,7 +434,7 @@ def translate(
         reference_edge = None
 
     notes = (list(sar.notes) + (list(reference.notes) if reference is not None else []) + list(output.notes)
-             + preset_notes(str(preset)) + [note for note in [mask_note(valid)] if note])
+             + [note for note in [mask_note(valid)] if note])
     if month is None:
         notes.append("month unknown (not in the file's metadata or name): month conditioning off")
     timings = {f"{key} {STAGE_NAMES[key]}": seconds for key, seconds in output.timings_s.items()}

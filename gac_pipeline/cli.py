@@ -75,7 +75,7 @@ def translate(args: argparse.Namespace) -> dict:
     from gac_pipeline.data import biome_index
     from gac_pipeline.io import SarSource, check_same_grid, read_s1, read_s2
     from gac_pipeline.metrics import compute_metrics, mask_note, sar_edge_agreement, sharpness, to_json_safe
-    from gac_pipeline.presets import load_preset, preset_notes
+    from gac_pipeline.presets import load_preset
     from gac_pipeline.references import training_gradient_energy_for_preset
 
     if args.biome is not None:
@@ -101,7 +101,7 @@ def translate(args: argparse.Namespace) -> dict:
               "trained": pipeline.config.trained, "input": str(args.s1),
               "reference": str(args.reference) if args.reference else None, "month": result["month"],
               "biome": args.biome, "seed": args.seed, "bands": list(S2L2A_BANDS),
-              "notes": result["notes"] + preset_notes(args.preset) + (reference.notes if reference is not None else []),
+              "notes": result["notes"] + (reference.notes if reference is not None else []),
               "timings_s": result["timings_s"],
               "training_gradient_energy": train_energy, "stages": {}}
     valid = None  # scored pixels: neither the SAR nor the reference masks them (nodata, mask band, NaN)

@@ -66,6 +66,7 @@ class GACPipeline(nn.Module):
         self.stage1, self.stage2, self.stage3 = stage1, stage2, stage3
         self.config = config or PipelineConfig()
         self.preset = self.config.name
+        self.checkpoint_notes: list[str] = []  # e.g. a Hub repo loaded at a moving revision (from_pretrained)
         self.eval()
 
     @property
@@ -75,8 +76,9 @@ class GACPipeline(nn.Module):
         return f"{self.config.name}: {self.config.description or 'no description'} [{state}]"
 
     def unpinned_notes(self) -> list[str]:
-        """One note per published base file loaded from a moving branch instead of a commit."""
-        notes = []
+        """The checkpoint's own note when it came from a moving Hub revision, and one per published
+        base file loaded from a moving branch instead of a commit."""
+        notes = list(self.checkpoint_notes)
         for key, stage in zip(ALL_STAGES, (self.stage1, self.stage2, self.stage3), strict=True):
             files = stage.base_weights(stage.config) if isinstance(stage, Stage) else []  # not injected stand-ins
             notes += [f"stage {key} base {file} is not pinned to a commit: its owners can change these weights"
@@ -301,6 +303,10 @@ class GACPipeline(nn.Module):
         # A Hub snapshot folder is named by its commit, so a moving revision is recorded as the commit it was.
         local = Path(repo_id_or_dir).expanduser().is_dir()
         pipeline.preset = root.name if local else f"{repo_id_or_dir}@{root.name}"
+        if not local:
+            from gac_pipeline.presets import preset_notes
+
+            pipeline.checkpoint_notes = preset_notes(f"{repo_id_or_dir}@{revision or 'main'}")
         return pipeline
 
 
