@@ -60,6 +60,9 @@ METRICS = {
     "sar_edge": ("SAR-edge", "real", 3),  # best near the real optical's score, not above it
     "sar_edge_gap": ("|SAR-edge − real|", "lower", 3),
     "lpips": ("LPIPS", "lower", 3),
+    # Spearman r of the per-pixel uncertainty (std over 8 test-time variants) with |error|: does the
+    # map point at the wrong pixels? Measured for v1, v1+v2 and v1+v2+v3 only (n/a elsewhere).
+    "uncertainty_spearman": ("uncertainty-error r_s", "higher", 3),
 }
 ARROWS = {"higher": "↑", "lower": "↓", "real": "(≈ real optical)", "one": "(1 = as sharp as real)"}
 # Metrics every summary.csv has; the others were added later and may be absent (shown n/a).
@@ -72,7 +75,7 @@ TILE_METRICS = {
     "ssim_12": "SSIM, 12 bands",
     "sam_deg_12": "SAM (deg), 12 bands",
 }
-LATER_TILE_METRICS = ("structure_r", "edge_r", "sharpness", "sar_edge_gap")  # may be absent
+LATER_TILE_METRICS = ("structure_r", "edge_r", "sharpness", "sar_edge_gap", "uncertainty_spearman")  # may be absent
 SUMMARY_COLUMNS = ("variant", "n", *(f"{m}{s}" for m in CORE_METRICS for s in ("", "_lo", "_hi")), "note")
 PER_TILE_COLUMNS = ("variant", "tile", *(metric for metric in TILE_METRICS if metric not in LATER_TILE_METRICS))
 PAIRED_COLUMNS = ("subset", "comparison", "a", "b", "metric", "n", "n_clusters", "mean_diff", "lo", "hi", "note")
@@ -452,6 +455,10 @@ def describe(results: EvalResults, *, rerun: bool = False) -> str:
                  "real tile's (1 = as sharp, below = blurred, above = invented texture).")
     if meta.get("lpips_reason"):
         lines.append(f"LPIPS n/a: {meta['lpips_reason']}")
+    if meta.get("uncertainty"):
+        lines.append(f"uncertainty-error r_s: Spearman correlation over pixels of the per-pixel uncertainty (std over "
+                     f"{meta['uncertainty']}) with |error|; 1 = the map ranks the wrong pixels first. Measured for v1, "
+                     "v1+v2 and v1+v2+v3 only (n/a elsewhere).")
     if rerun:
         lines.append(f"Re-run in this session into `{results.directory}` (the committed results are unchanged). "
                      f"Equivalent command: `{meta.get('command', '?')}`")

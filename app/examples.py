@@ -91,12 +91,14 @@ def _digest(path: str | Path) -> str | None:
         return None
 
 
-def cache_key(s1_path, reference_path, preset, month, biome, seed, stages, units, timesteps) -> tuple | None:
+def cache_key(s1_path, reference_path, preset, month, biome, seed, stages, units, timesteps,
+              uncertainty=0) -> tuple | None:
     """What a result depends on: the files' contents, the preset and the options as the pipeline sees them.
 
     Options are normalised the way ``handlers.translate`` reads them (so a stage list in another
     order, or the preset's own timesteps given explicitly, hit the same entry); timesteps count
-    only for presets with a generate-mode stage.
+    only for presets with a generate-mode stage. ``uncertainty`` (test-time variants, 0 = off)
+    counts: a run with it carries the uncertainty maps and the variant means.
 
     Returns:
         The key, or None when the request is not cached (no file, or a file too large).
@@ -112,7 +114,7 @@ def cache_key(s1_path, reference_path, preset, month, biome, seed, stages, units
     digests = (_digest(s1_path), _digest(reference_path) if reference_path else "")
     if None in digests:
         return None
-    return digests, str(preset), month, biome, seed, stages, units or None, steps
+    return digests, str(preset), month, biome, seed, stages, units or None, steps, int(uncertainty or 0)
 
 
 def _still_there(result: dict) -> bool:
@@ -129,20 +131,21 @@ def _still_there(result: dict) -> bool:
 
 
 def translate(s1_path, reference_path=None, preset="mini", month=0, biome="unknown", seed=0,
-              stages: Sequence[str] = handlers.STAGE_KEYS, *, units=None, timesteps=None, progress=None) -> dict:
+              stages: Sequence[str] = handlers.STAGE_KEYS, *, units=None, timesteps=None, uncertainty=0,
+              progress=None) -> dict:
     """``handlers.translate``, answered from the cache when the same request ran before.
 
     A cached answer is the earlier result with ``"cached": True`` (the same arrays: do not
     modify them); it is re-run when its GeoTIFFs were cleaned up meanwhile.
     """
-    key = cache_key(s1_path, reference_path, preset, month, biome, seed, stages, units, timesteps)
+    key = cache_key(s1_path, reference_path, preset, month, biome, seed, stages, units, timesteps, uncertainty)
     with _lock:
         hit = _results.get(key) if key is not None else None
         if hit is not None and _still_there(hit):
             _results.move_to_end(key)
             return {**hit, "cached": True}
         result = handlers.translate(s1_path, reference_path, preset, month, biome, seed, stages, units=units,
-                                    timesteps=timesteps, progress=progress)
+                                    timesteps=timesteps, uncertainty=uncertainty, progress=progress)
         height, width = result["dn"]["opt_v1"].shape[1:]
         if key is not None and height * width <= CACHE_MAX_PIXELS:
             _results[key] = result
@@ -154,7 +157,8 @@ def translate(s1_path, reference_path=None, preset="mini", month=0, biome="unkno
 
 def result_bytes(result: dict) -> int:
     """Memory a cached result holds: its arrays (the rest is small)."""
-    arrays = [*result["dn"].values(), *result["images"].values()]
+    arrays = [*result["dn"].values(), *result["images"].values(), *result.get("std", {}).values(),
+              *result.get("mean", {}).values()]
     return sum(array.nbytes for array in arrays if array is not None)
 
 

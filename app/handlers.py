@@ -63,6 +63,8 @@ def preset_choices() -> list[str]:
 
 # Diffusion steps a user may ask of TerraMind's generate mode: each step decodes every token again.
 MAX_TIMESTEPS = 50
+# Test-time variants of the Translate tab's "Uncertainty" option: the 8 dihedral transforms (regress mode).
+UNCERTAINTY_VARIANTS = 8
 
 # Largest scene the app accepts (height x width). Three 12-band float32 outputs of 1 MP are
 # ~150 MB in memory; larger scenes belong on the CLI, which streams windows from disk.
@@ -331,6 +333,7 @@ def translate(
     *,
     units: str | None = None,
     timesteps: int | None = None,
+    uncertainty: int = 0,
     out_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
     data_dir: str | Path = DEFAULT_DATA_DIR,
@@ -349,6 +352,8 @@ def translate(
             file's metadata (dB when it says nothing).
         timesteps: Diffusion steps of the TerraMind generate-mode stages (1..50) for this run;
             None keeps the preset's. Regress-mode stages (the ``mini`` preset) ignore it.
+        uncertainty: Test-time variants to run the chain on for a per-pixel uncertainty
+            (``gac_pipeline.uncertainty``; ``UNCERTAINTY_VARIANTS`` in the app); 0 (default) runs once.
         out_dir: Folder for the GeoTIFFs; default a fresh temporary folder.
         progress: Optional callback ``(fraction, description)``.
         data_dir: Dataset folder whose training split gives the mean-image baseline.
@@ -360,7 +365,10 @@ def translate(
         the baseline and, with a reference, the reference ceiling), ``files`` (GeoTIFF
         and metrics.json paths), ``label``, ``trained``, ``month``, ``timesteps`` (the steps
         the generate-mode stages used, None without such a stage), ``notes`` and ``timings_s``
-        (per stage, plus the total including reading, loading and scoring).
+        (per stage, plus the total including reading, loading and scoring). With ``uncertainty``
+        also ``std`` (name -> (H, W) float32 DN: std over the variants of the mean of B02, B03,
+        B04, B08), ``mean`` (name -> (12, H, W) float32: the mean over the variants) and
+        ``uncertainty`` (what the variants were); empty dicts and None without it.
 
     Raises:
         AppError: a bad file, option or preset; the message is one line.
@@ -392,7 +400,7 @@ def translate(
     try:
         # progress=True: scenes over one tile show a tqdm bar over windows (the UI tracks tqdm).
         output = pipeline(sar.data, month=month, biome=biome, seed=seed, stages=stages, progress=True,
-                          timesteps=timesteps)
+                          timesteps=timesteps, uncertainty=int(uncertainty or 0))
     except ValueError as error:
         raise AppError(one_line(error)) from None
     versions = output.versions()
@@ -445,7 +453,7 @@ def translate(
         "pipeline": pipeline.label, "trained": pipeline.config.trained, "input": Path(s1_path).name,
         "reference": Path(reference_path).name if reference_path else None, "month": month,
         "biome": biome, "seed": seed, "stages_run": list(stages), "timesteps": steps_used, "notes": notes,
-        "timings_s": timings, "training_gradient_energy": train_energy,
+        "timings_s": timings, "training_gradient_energy": train_energy, "uncertainty": output.uncertainty,
         "scores": scores, "reference_sar_edge": reference_edge,
     }), indent=2) + "\n")
     files.append(metrics_path)
@@ -470,6 +478,9 @@ def translate(
         "timesteps": steps_used,
         "notes": notes,
         "timings_s": timings,
+        "std": dict(output.std),
+        "mean": dict(output.mean),
+        "uncertainty": output.uncertainty,
     }
 
 
@@ -503,6 +514,9 @@ def summary_markdown(result: dict) -> str:
     lines.append(f"month: {month} · biome: {result['biome']} · stages run: {', '.join(result['stages'])}{steps}")
     timings = " · ".join(f"{name}: {seconds:.2f} s" for name, seconds in result["timings_s"].items())
     lines.append(f"**Timings** — {timings}")
+    if result.get("uncertainty"):
+        lines.append(f"**Uncertainty** over {result['uncertainty']}: std of the mean of B02, B03, B04, B08 (DN) "
+                     "per pixel; the panels show the plain run unless \"show the mean over variants\" is ticked.")
     if result.get("cached"):
         lines.append("Shown from the app's cache: this file ran before with these options (timings of that run).")
     if result["notes"]:

@@ -12,11 +12,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import matplotlib
 import numpy as np
 import plotly.graph_objects as go
+from PIL import Image, ImageDraw, ImageFont
 
 from gac_pipeline.bands import BAND_CENTRES_NM, REFLECTANCE_SCALE, S2L2A_BANDS
-from gac_pipeline.display import COMPOSITES, change_map, colour_bar, composite, error_map, scale
+from gac_pipeline.display import (
+    COMPOSITES,
+    LUT_SIZE,
+    NODATA_COLOUR,
+    change_map,
+    colour_bar,
+    composite,
+    error_map,
+    scale,
+)
 
 MIN_PANEL_PX = 384
 PANEL_WIDTH_PX = MIN_PANEL_PX + 8  # a panel's least width on the page: the image plus its border
@@ -26,8 +37,14 @@ OPTICAL = (*STAGES, "reference")
 # Change map key -> (after, before): what a stage changed in the image it was given.
 CHANGES = {"change_v2": ("opt_v2", "opt_v1"), "change_v3": ("opt_v3", "opt_v2")}
 ERRORS = {f"error_{stage}": stage for stage in STAGES}  # |stage - reference|
+# The uncertainty map: std of opt_v3 over the test-time variants (mean of B02, B03, B04, B08, in DN)
+# on a fixed sequential scale, so maps of different runs compare. Above the top: the top colour.
+UNCERTAINTY_SCALE_DN = (0.0, 200.0)
+UNCERTAINTY_STAGE = "opt_v3"
+UNCERTAINTY_LUT = np.round(matplotlib.colormaps["magma"].resampled(LUT_SIZE)(np.arange(LUT_SIZE))[:, :3] * 255
+                           ).astype(np.uint8)
 # Every image panel, in the order the UI lays them out.
-PANELS = ("sar", *OPTICAL, *CHANGES, *ERRORS)
+PANELS = ("sar", *OPTICAL, *CHANGES, *ERRORS, "uncertainty")
 
 CROSSHAIR_COLOUR = (255, 0, 255)  # magenta: in none of the colour maps, visible on dark and light
 PIXELATED_CSS = ".pixelated img, .pixelated canvas { image-rendering: pixelated; }"
@@ -43,10 +60,15 @@ class Run:
         sar: uint8 (H, W, 3) SAR false colour.
         dn: (12, H, W) float32 S2L2A DN of "opt_v1", "opt_v2", "opt_v3" and "reference" (None
             without a reference).
+        mean: (12, H, W) float32 mean over the test-time variants of "opt_v1", "opt_v2", "opt_v3"
+            (empty without the uncertainty option).
+        std: (H, W) float32 std over the variants of ``UNCERTAINTY_STAGE`` in DN, or None.
     """
 
     sar: np.ndarray
     dn: dict[str, np.ndarray | None]
+    mean: dict[str, np.ndarray] | None = None
+    std: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -60,10 +82,46 @@ class Run:
     def has_reference(self) -> bool:
         return self.dn.get("reference") is not None
 
+    @property
+    def has_uncertainty(self) -> bool:
+        return self.std is not None
+
+    def shown(self, show_mean: bool = False) -> Run:
+        """This run, or with ``show_mean`` (and variant means) one whose opt_v1/2/3 are the means over variants."""
+        if not (show_mean and self.mean):
+            return self
+        return Run(sar=self.sar, dn={**self.dn, **{key: self.mean[key] for key in STAGES if key in self.mean}},
+                   mean=self.mean, std=self.std)
+
 
 def run_of(result: dict) -> Run:
     """The run kept for redrawing, from a ``handlers.translate`` result."""
-    return Run(sar=result["images"]["sar"], dn=result["dn"])
+    std = (result.get("std") or {}).get(UNCERTAINTY_STAGE)
+    return Run(sar=result["images"]["sar"], dn=result["dn"], mean=result.get("mean") or None, std=std)
+
+
+def uncertainty_map(std: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) of an (H, W) std in DN on ``UNCERTAINTY_SCALE_DN`` (magma: dark = certain); NaN black."""
+    low, high = UNCERTAINTY_SCALE_DN
+    values = np.asarray(std, dtype=np.float64)
+    position = np.clip(np.nan_to_num((values - low) / (high - low), nan=0.0), 0.0, 1.0)
+    image = UNCERTAINTY_LUT[np.round(position * (LUT_SIZE - 1)).astype(np.intp)]
+    image[np.isnan(values)] = NODATA_COLOUR
+    return image
+
+
+def uncertainty_bar(width: int = MIN_PANEL_PX, height: int = 12) -> np.ndarray:
+    """uint8 (height + 14, width, 3): the uncertainty map's colours, its low, middle and high (DN) below."""
+    low, high = UNCERTAINTY_SCALE_DN
+    bar = uncertainty_map(np.linspace(low, high, width)[None].repeat(height, axis=0))
+    image = Image.new("RGB", (width, height + 14), "white")
+    image.paste(Image.fromarray(bar), (0, 0))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=10)
+    for value, x, anchor in ((low, 0, "la"), ((low + high) / 2, width // 2, "ma"), (high, width - 1, "ra")):
+        draw.text((x, height + 2), f"{value:g}" + (" DN" if value == high else ""), fill="black", font=font,
+                  anchor=anchor)
+    return np.asarray(image)
 
 
 def upscale_factor(height: int, width: int) -> int:
@@ -109,20 +167,25 @@ def mark_pixel(image: np.ndarray, pixel: tuple[int, int], factor: int) -> np.nda
     return marked
 
 
-def render(run: Run, name: str = DEFAULT_COMPOSITE, pixel: tuple[int, int] | None = None
-           ) -> dict[str, np.ndarray | None]:
+def render(run: Run, name: str = DEFAULT_COMPOSITE, pixel: tuple[int, int] | None = None,
+           show_mean: bool = False) -> dict[str, np.ndarray | None]:
     """Every image panel of a run (``PANELS``) for composite ``name``: upscaled, the pixel marked.
+
+    ``show_mean``: draw opt_v1/2/3 (and the change and error maps) from the means over the
+    test-time variants, when the run has them.
 
     Returns:
         Panel key -> uint8 (H * f, W * f, 3), f = ``run.factor``; the reference and the error
-        maps are None without a reference.
+        maps are None without a reference, the uncertainty map None without the uncertainty option.
     """
+    run = run.shown(show_mean)
     dn, reference = run.dn, run.dn.get("reference")
     images: dict[str, np.ndarray | None] = {"sar": run.sar}
     images.update({key: None if dn.get(key) is None else composite(dn[key], name) for key in OPTICAL})
     images.update({key: change_map(dn[after], dn[before], name) for key, (after, before) in CHANGES.items()})
     images.update({key: None if reference is None else error_map(dn[stage], reference, name)
                    for key, stage in ERRORS.items()})
+    images["uncertainty"] = None if run.std is None else uncertainty_map(run.std)
     shown = {}
     for key in PANELS:
         image = images[key]

@@ -53,13 +53,15 @@ PANEL_LABELS = {
     "error_opt_v1": ("Error |opt_v1 − reference|", "error-v1-image"),
     "error_opt_v2": ("Error |opt_v2 − reference|", "error-v2-image"),
     "error_opt_v3": ("Error |opt_v3 − reference|", "error-v3-image"),
+    "uncertainty": ("Uncertainty of opt_v3: std over 8 test-time variants (DN)", "uncertainty-image"),
 }
-# What every redraw of a run fills, in this order: the panels, the slider pair, the error-map note
-# and the error maps' column (shown only with a reference).
-DRAWN = (*panels.PANELS, "slider", "error_note", "error_column")
+# What every redraw of a run fills, in this order: the panels, the slider pair, the error-map note,
+# the error maps' column (shown only with a reference) and the uncertainty column (only with the option).
+DRAWN = (*panels.PANELS, "slider", "error_note", "error_column", "uncertainty_column")
 # The outputs of ``/translate``, in order: those of the first release, then the ones added since.
 TRANSLATE_OUTPUTS = ("sar", "opt_v1", "opt_v2", "opt_v3", "reference", "slider", "table", "summary", "files", "run",
-                     *panels.CHANGES, *panels.ERRORS, "error_note", "warning", "spectrum", "pixel", "error_column")
+                     *panels.CHANGES, *panels.ERRORS, "error_note", "warning", "spectrum", "pixel", "error_column",
+                     "uncertainty", "uncertainty_column")
 NO_REFERENCE_NOTE = "Error maps need a reference: upload the real Sentinel-2 L2A tile (or pick an example)."
 
 
@@ -91,44 +93,56 @@ def _slider_value(images: dict | None, choice: str) -> tuple[np.ndarray, np.ndar
 
 
 def draw(run: panels.Run | None, composite: str, slider_choice: str,
-         pixel: tuple[int, int] | None = None) -> dict:
-    """Everything drawn from a run for a composite (keys ``DRAWN``); all empty before the first run."""
+         pixel: tuple[int, int] | None = None, show_mean: bool = False) -> dict:
+    """Everything drawn from a run for a composite (keys ``DRAWN``); all empty before the first run.
+
+    ``show_mean``: opt_v1/2/3 (and what is drawn from them) are the means over the test-time variants.
+    """
     if run is None:
-        return dict.fromkeys(DRAWN) | {"error_note": "", "error_column": gr.Column(visible=True)}
-    images = panels.render(run, composite or panels.DEFAULT_COMPOSITE, pixel)
+        return dict.fromkeys(DRAWN) | {"error_note": "", "error_column": gr.Column(visible=True),
+                                       "uncertainty_column": gr.Column(visible=False)}
+    images = panels.render(run, composite or panels.DEFAULT_COMPOSITE, pixel, show_mean=bool(show_mean))
     return images | {"slider": _slider_value(images, slider_choice),
                      "error_note": "" if run.has_reference else NO_REFERENCE_NOTE,
-                     "error_column": gr.Column(visible=run.has_reference)}
+                     "error_column": gr.Column(visible=run.has_reference),
+                     "uncertainty_column": gr.Column(visible=run.has_uncertainty)}
 
 
-def _drawn(run, composite, slider_choice, pixel=None) -> tuple:
-    drawn = draw(run, composite, slider_choice, pixel)
+def _drawn(run, composite, slider_choice, pixel=None, show_mean=False) -> tuple:
+    drawn = draw(run, composite, slider_choice, pixel, show_mean)
     return tuple(drawn[key] for key in DRAWN)
 
 
-def show_composite(run, composite, slider_choice, pixel):
+def show_composite(run, composite, slider_choice, pixel, show_mean=False):
     """Redraw every panel of the last run for another composite (no model runs), with its scale and colour bars."""
     bars = panels.colour_bars(composite)
-    return (*_drawn(run, composite, slider_choice, pixel), panels.describe(composite), bars["change"],
+    return (*_drawn(run, composite, slider_choice, pixel, show_mean), panels.describe(composite), bars["change"],
             bars["error"])
 
 
-def show_slider(run, composite, slider_choice, pixel):
+def show_slider(run, composite, slider_choice, pixel, show_mean=False):
     """The slider pair for another choice."""
-    return draw(run, composite, slider_choice, pixel)["slider"]
+    return draw(run, composite, slider_choice, pixel, show_mean)["slider"]
 
 
-def select_pixel(run, composite, slider_choice, evt: gr.SelectData):
+def show_variant_mean(run, composite, slider_choice, pixel, show_mean):
+    """Swap opt_v1/2/3 for their means over the test-time variants, or back (no model runs); the spectrum too."""
+    spectrum = None if run is None or pixel is None else panels.spectrum_figure(run.shown(show_mean), pixel)
+    return (*_drawn(run, composite, slider_choice, pixel, show_mean), spectrum)
+
+
+def select_pixel(run, composite, slider_choice, evt: gr.SelectData, show_mean=False):
     """A click on any panel: mark the pixel on every panel and chart the spectra there."""
     if run is None or evt is None or evt.index is None:
         return gr.skip(), *(gr.skip() for _ in DRAWN), gr.skip()
     pixel = panels.pixel_at(evt.index, run)
-    return pixel, *_drawn(run, composite, slider_choice, pixel), panels.spectrum_figure(run, pixel)
+    return (pixel, *_drawn(run, composite, slider_choice, pixel, show_mean),
+            panels.spectrum_figure(run.shown(show_mean), pixel))
 
 
 @on_gpu()
 def run_translate(s1_file, reference_file, preset, month, biome, seed, stages, slider_choice, units="auto",
-                  timesteps=None, composite=panels.DEFAULT_COMPOSITE,
+                  timesteps=None, composite=panels.DEFAULT_COMPOSITE, uncertainty=False, show_mean=False,
                   progress=gr.Progress(track_tqdm=True)):  # noqa: B008  (how Gradio injects progress)
     """Click handler (API name ``/translate``): runs the translation (or takes it from the cache) and draws it.
 
@@ -147,15 +161,18 @@ def run_translate(s1_file, reference_file, preset, month, biome, seed, stages, s
         units: "auto" (from the file's metadata), "db" or "linear".
         timesteps: Diffusion steps of generate-mode stages (1..50); None keeps the preset's.
         composite: Key of ``display.COMPOSITES`` the optical panels and maps are drawn in.
+        uncertainty: Run the chain on ``handlers.UNCERTAINTY_VARIANTS`` test-time variants and
+            show opt_v3's per-pixel uncertainty (about 8x the model time); off by default.
+        show_mean: With ``uncertainty``, draw opt_v1/2/3 as the means over the variants.
         progress: Gradio progress tracker (also follows tqdm bars).
 
     Returns:
         The values of ``TRANSLATE_OUTPUTS``: SAR, opt_v1, opt_v2, opt_v3 and reference panels,
         the slider pair, the metrics table, the summary Markdown, the output files, the run
         (``gr.State``), then the two change maps, the three error maps, the error-map note, the
-        month/biome warning, the (cleared) spectrum chart, the (cleared) pixel (``gr.State``)
-        and the error maps' column (shown with a reference). API clients do not receive the
-        states and the column.
+        month/biome warning, the (cleared) spectrum chart, the (cleared) pixel (``gr.State``),
+        the error maps' column (shown with a reference), the uncertainty map (None without
+        ``uncertainty``) and its column. API clients do not receive the states and the columns.
 
     Raises:
         gr.Error: with a one-line message, for bad input or any failure.
@@ -163,6 +180,7 @@ def run_translate(s1_file, reference_file, preset, month, biome, seed, stages, s
     try:
         result = examples.translate(s1_file, reference_file, preset, month, biome, seed, stages,
                                     units=None if units in (None, "auto") else units, timesteps=timesteps,
+                                    uncertainty=handlers.UNCERTAINTY_VARIANTS if uncertainty else 0,
                                     progress=lambda fraction, desc: progress(fraction, desc=desc))
     except handlers.AppError as error:
         raise gr.Error(str(error), print_exception=False) from None
@@ -170,7 +188,7 @@ def run_translate(s1_file, reference_file, preset, month, biome, seed, stages, s
         logger.exception("translate failed")
         raise gr.Error(f"unexpected error ({type(error).__name__}): {handlers.one_line(error)}") from None
     run = panels.run_of(result)
-    values = draw(run, composite, slider_choice) | {
+    values = draw(run, composite, slider_choice, show_mean=show_mean) | {
         "table": result["table"], "summary": handlers.summary_markdown(result), "files": result["files"], "run": run,
         "warning": handlers.conditioning_warning(result["notes"]), "spectrum": None, "pixel": None}
     return tuple(values[key] for key in TRANSLATE_OUTPUTS)
@@ -315,6 +333,9 @@ def _translate_tab(presets: list[str], warm_examples: bool, demo: gr.Blocks) -> 
             steps, steps_info = _timesteps_default(presets[0])
             timesteps = gr.Number(steps, label="Timesteps (TerraMind generate mode)", precision=0,
                                   minimum=1, maximum=handlers.MAX_TIMESTEPS, info=steps_info)
+            uncertainty = gr.Checkbox(False, label=f"Uncertainty ({handlers.UNCERTAINTY_VARIANTS} test-time variants)",
+                                      info="runs the chain on the 8 rotations/flips of the SAR (about 8x slower) and "
+                                           "maps where they disagree", elem_id="uncertainty")
             button = gr.Button("Translate", variant="primary", elem_id="translate-button")
         with gr.Column(scale=2):
             bundled = examples.examples()
@@ -343,6 +364,14 @@ def _translate_tab(presets: list[str], warm_examples: bool, demo: gr.Blocks) -> 
             for key in panels.ERRORS:
                 images[key] = _panel(key)
         error_bar = _colour_bar("error", "Error scale (|stage − reference|)")
+    with gr.Column(visible=False) as uncertainty_column, gr.Row():
+        images["uncertainty"] = _panel("uncertainty")
+        with gr.Column():
+            gr.Image(panels.uncertainty_bar(), label="Uncertainty scale (DN, fixed; dark = the variants agree)",
+                     type="numpy", format="png", interactive=False, height=90, width=panels.MIN_PANEL_PX + 16,
+                     buttons=[], elem_id="uncertainty-colour-bar")
+            show_mean = gr.Checkbox(False, label="Show the mean over variants in opt_v1/2/3 (and their maps)",
+                                    elem_id="show-mean")
     with gr.Row():
         with gr.Column(min_width=panels.PANEL_WIDTH_PX):
             slider_choice = gr.Radio(list(SLIDER_CHOICES), value=next(iter(SLIDER_CHOICES)), label="Compare",
@@ -360,10 +389,10 @@ def _translate_tab(presets: list[str], warm_examples: bool, demo: gr.Blocks) -> 
     pixel_state = gr.State()  # the clicked (row, column), marked on every panel
 
     translate_inputs = [s1_file, reference_file, preset, month, biome, seed, stages, slider_choice, units,
-                        timesteps, composite]
+                        timesteps, composite, uncertainty, show_mean]
     components = images | {"slider": slider, "table": table, "summary": summary, "files": files, "run": run_state,
                            "error_note": error_note, "warning": warning, "spectrum": spectrum, "pixel": pixel_state,
-                           "error_column": error_column}
+                           "error_column": error_column, "uncertainty_column": uncertainty_column}
     translate_outputs = [components[key] for key in TRANSLATE_OUTPUTS]
     drawn = [components[key] for key in DRAWN]
     button.click(run_translate, inputs=translate_inputs, outputs=translate_outputs, api_name="translate",
@@ -378,12 +407,13 @@ def _translate_tab(presets: list[str], warm_examples: bool, demo: gr.Blocks) -> 
     gallery.select(pick_example, outputs=[s1_file, reference_file, month, biome], api_visibility="private",
                    queue=False).then(run_translate, inputs=translate_inputs, outputs=translate_outputs,
                                      api_visibility="private", concurrency_id=MODELS_QUEUE)
-    redraw = [run_state, composite, slider_choice, pixel_state]
+    redraw = [run_state, composite, slider_choice, pixel_state, show_mean]
     composite.change(show_composite, inputs=redraw, outputs=[*drawn, description, change_bar, error_bar],
                      api_visibility="private")
     slider_choice.change(show_slider, inputs=redraw, outputs=slider, api_visibility="private")
+    show_mean.change(show_variant_mean, inputs=redraw, outputs=[*drawn, spectrum], api_visibility="private")
     for image in images.values():
-        image.select(select_pixel, inputs=[run_state, composite, slider_choice],
+        image.select(select_pixel, inputs=[run_state, composite, slider_choice, show_mean],
                      outputs=[pixel_state, *drawn, spectrum], api_visibility="private")
     preset.change(_timesteps_update, inputs=preset, outputs=timesteps, api_visibility="private")
     if warm_examples:

@@ -352,10 +352,11 @@ def _drawn(outputs) -> dict:
 
 
 def test_panels_are_upscaled_nearest_neighbour_to_at_least_384_px(shown_run):
+    assert panels.PANELS[-1] == "uncertainty" and panels.render(shown_run)["uncertainty"] is None
     factor = shown_run.factor
     assert factor == 4 and shown_run.shape == (120, 120)  # a bundled 120-px tile shows 480 px wide
     images = panels.render(shown_run)
-    for key in panels.PANELS:
+    for key in panels.PANELS[:-1]:  # all but the uncertainty map (None: the option is off)
         image = images[key]
         assert image.dtype == np.uint8 and image.shape == (480, 480, 3), key
         blocks = image.reshape(120, factor, 120, factor, 3)
@@ -437,7 +438,7 @@ def test_clicked_pixel_charts_every_spectrum_and_is_marked(shown_run, monkeypatc
         expected = shown_run.dn[trace.name][:, 81, 37] / 10000
         np.testing.assert_allclose(np.array(trace.y, dtype=float), expected, rtol=1e-6)
     drawn = _drawn(drawn_outputs)
-    for key in panels.PANELS:
+    for key in panels.PANELS[:-1]:  # all but the uncertainty map (None: the option is off)
         image, plain = drawn[key], panels.render(shown_run, "NDVI")[key]
         changed = np.argwhere((image != plain).any(axis=2))
         assert len(changed) > 0 and (image[tuple(changed.T)] == panels.CROSSHAIR_COLOUR).all(), key
@@ -491,6 +492,7 @@ def test_translate_tab_outputs_match_the_wiring(shown_run):
     assert outputs["show_composite"] == {len(ui.show_composite(shown_run, "SWIR", choice, None))}
     assert outputs["select_pixel"] == {len(ui.select_pixel(shown_run, "SWIR", choice, _select(1, 1)))}
     assert outputs["show_slider"] == {1}
+    assert outputs["show_variant_mean"] == {len(ui.show_variant_mean(shown_run, "SWIR", choice, None, True))}
     assert outputs["pick_example"] == {4}
     assert "warm_up" not in outputs  # no background warm-up asked for
 
@@ -610,9 +612,10 @@ def test_server_translates_and_recovers_from_bad_file(client, real_pair, tiny_pr
     assert "GAC-mini" in summary and "trained from random init" in summary
     assert len(files) == 4
     # Appended outputs (the states and the error maps' column are not sent to API clients).
-    change_v2, change_v3, *errors, error_note, warning, spectrum = outputs[9:]
+    change_v2, change_v3, *errors, error_note, warning, spectrum, uncertainty = outputs[9:]
     assert change_v2 is not None and change_v3 is not None and all(error is not None for error in errors)
     assert len(errors) == 3 and error_note == "" and spectrum is None
+    assert uncertainty is None  # the uncertainty option is off by default
     assert warning == ""  # mini saw June (the pair's month) and the "unknown" biome in training
 
     with pytest.raises(AppError, match="sar_3_bands.tif"):
@@ -633,6 +636,75 @@ def test_server_takes_units_and_timesteps(client, real_pair):
     # The number box's own bounds (1..50) refuse it before the handler, also with one line.
     with pytest.raises(AppError, match="less than minimum value 1"):
         _call(client, real_pair.s1_path, None, "mini", "db", 0)
+
+
+def test_server_uncertainty_option_is_appended_last(client, real_pair, tiny_preset):
+    outputs = _call(client, real_pair.s1_path, None, tiny_preset, "auto", 10, "true colour", True, False)
+    assert outputs[-1] is not None  # the uncertainty map, after every earlier output
+    assert "Uncertainty" in outputs[7]
+
+
+# ----------------------------------------------------------------------------- uncertainty
+
+
+@pytest.fixture(scope="module")
+def uncertain_outputs(real_pair, tiny_preset):
+    """``run_translate`` of one tile with the uncertainty option off and on (tiny preset, regress mode)."""
+    examples.clear_cache()
+    run = {flag: ui.run_translate(str(real_pair.s1_path), str(real_pair.s2_path), tiny_preset, 0, real_pair.biome, 0,
+                                  ["1", "2", "3"], next(iter(ui.SLIDER_CHOICES)), "auto", None, "true colour", flag,
+                                  progress=lambda *args, **kwargs: None)
+           for flag in (False, True)}
+    examples.clear_cache()
+    return {flag: dict(zip(ui.TRANSLATE_OUTPUTS, outputs, strict=True)) for flag, outputs in run.items()}
+
+
+def test_uncertainty_off_gives_no_map_and_the_plain_outputs(uncertain_outputs):
+    off, on = uncertain_outputs[False], uncertain_outputs[True]
+    assert off["uncertainty"] is None and off["uncertainty_column"].visible is False
+    assert off["run"].std is None and not off["run"].mean
+    # The first variant is the plain run: every panel and score is the same with the option on.
+    for key in ("sar", *panels.OPTICAL, *panels.CHANGES, *panels.ERRORS):
+        np.testing.assert_array_equal(on[key], off[key], err_msg=key)
+    assert on["table"].equals(off["table"])
+
+
+def test_uncertainty_on_gives_a_map_and_the_mean_option_swaps_the_panels(uncertain_outputs, monkeypatch):
+    on = uncertain_outputs[True]
+    run = on["run"]
+    assert on["uncertainty_column"].visible is True and "8 dihedral transforms" in on["summary"]
+    assert run.std is not None and run.std.shape == run.shape and set(run.mean) == set(STAGES)
+    image = on["uncertainty"]
+    assert image.dtype == np.uint8 and image.shape == (*(side * run.factor for side in run.shape), 3)
+    np.testing.assert_array_equal(image, panels.upscale(panels.uncertainty_map(run.std), run.factor))
+    # The map's fixed scale: 0 DN is the bottom colour, the top and above the top colour, NaN black.
+    tones = panels.uncertainty_map(np.array([[0.0, 200.0, 5000.0, np.nan]]))[0]
+    assert (tones[0] == panels.UNCERTAINTY_LUT[0]).all() and (tones[1] == panels.UNCERTAINTY_LUT[-1]).all()
+    assert (tones[2] == tones[1]).all() and (tones[3] == 0).all()
+    assert panels.uncertainty_bar().shape == (26, panels.MIN_PANEL_PX, 3)
+
+    _no_model_runs(monkeypatch)
+    choice = next(iter(ui.SLIDER_CHOICES))
+    plain = dict(zip(ui.DRAWN, ui.show_variant_mean(run, "true colour", choice, None, False)[:-1], strict=True))
+    mean = dict(zip(ui.DRAWN, ui.show_variant_mean(run, "true colour", choice, None, True)[:-1], strict=True))
+    for key in STAGES:
+        np.testing.assert_array_equal(plain[key], on[key])
+        expected = panels.upscale(composite(run.mean[key], "true colour"), run.factor)
+        np.testing.assert_array_equal(mean[key], expected)
+    assert any(not np.array_equal(mean[key], plain[key]) for key in STAGES)  # a tiny random model is not invariant
+    np.testing.assert_array_equal(mean["sar"], plain["sar"])
+    np.testing.assert_array_equal(mean["reference"], plain["reference"])
+    np.testing.assert_array_equal(mean["uncertainty"], plain["uncertainty"])
+    # The spectrum at a clicked pixel follows the choice.
+    figure = ui.show_variant_mean(run, "true colour", choice, (2, 3), True)[-1]
+    trace = next(trace for trace in figure.data if trace.name == "opt_v3")
+    np.testing.assert_allclose(trace.y, run.mean["opt_v3"][:, 2, 3] / 10000, rtol=1e-6)
+
+
+def test_uncertainty_is_part_of_the_cache_key(real_pair, tiny_preset):
+    args = (real_pair.s1_path, real_pair.s2_path, tiny_preset, 0, real_pair.biome, 0, ["1", "2", "3"], None, None)
+    assert examples.cache_key(*args) == examples.cache_key(*args, 0)
+    assert examples.cache_key(*args) != examples.cache_key(*args, 8)
 
 
 def test_summary_heading_is_short_and_the_provenance_a_list():

@@ -58,6 +58,29 @@ def test_table_groups_yardsticks_apart_and_shows_intervals(results):
     assert _row(table, "v1")["LPIPS ↓"] == "n/a"  # empty in the file: not computed, never made up
 
 
+def test_table_shows_the_uncertainty_correlation():
+    """uncertainty_spearman as "mean [lo, hi]" for the rows that have it, n/a elsewhere (committed results)."""
+    if not (evaluation.RESULTS_DIR / "summary.csv").is_file():
+        pytest.skip(f"{evaluation.RESULTS_DIR} is not committed yet")
+    results = evaluation.load_results(evaluation.RESULTS_DIR)
+    table = evaluation.results_table(results.summary, "clear")
+    column = "uncertainty-error r_s ↑"
+    assert column in table.columns
+    for _, row in results.summary[results.summary["subset"] == "clear"].iterrows():
+        cell = _row(table, row["variant"])[column]
+        if np.isfinite(row["uncertainty_spearman"]) and np.isfinite(row["uncertainty_spearman_lo"]):
+            assert cell == (f"{row['uncertainty_spearman']:.3f} [{row['uncertainty_spearman_lo']:.3f}, "
+                            f"{row['uncertainty_spearman_hi']:.3f}]")
+        elif not np.isfinite(row["uncertainty_spearman"]):
+            assert cell == "n/a"
+    assert _row(table, "mean_baseline")[column] == "n/a"
+
+
+def test_table_of_results_without_the_uncertainty_column_says_n_a(results):
+    table = evaluation.results_table(results.summary)
+    assert set(table["uncertainty-error r_s ↑"]) == {"n/a"}
+
+
 def test_table_of_each_subset(results):
     everything = evaluation.results_table(results.summary, "all")
     assert _row(everything, "v1")["n"] == 5 and _row(everything, "v1")["clusters"] == 4

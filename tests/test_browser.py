@@ -126,8 +126,19 @@ def test_translate_an_example_inspect_it_then_see_the_evaluation_chart(page):
     expect(page.locator("#conditioning-warning")).to_contain_text("Warning:")
     expect(page.locator("#conditioning-warning")).to_contain_text(f"month {unseen} not seen in training")
 
+    # The uncertainty option: Translate again, the map shows; the variant means swap the optical panels.
+    expect(page.locator("#uncertainty-image")).to_be_hidden()
+    page.locator("#uncertainty input").check()
+    page.locator("#translate-button").click()
+    expect(_image(page, "uncertainty-image")).to_be_visible()
+    expect(page.locator("#uncertainty-colour-bar img").first).to_be_visible()
+    plain = _image(page, "opt-v3-image").get_attribute("src")
+    page.locator("#show-mean input").check()
+    expect(page.locator("#opt-v3-image img").first).not_to_have_attribute("src", plain)
+
     page.get_by_role("tab", name="Evaluation").click()
     expect(page.locator("#ablation-table")).to_contain_text("v1+v2+v3")
+    expect(page.locator("#ablation-table")).to_contain_text("uncertainty-error r_s")
     charts = page.locator(".js-plotly-plot").filter(visible=True)  # not the spectrum on the hidden tab
     expect(charts.first).to_be_visible()
     expect(charts).to_have_count(6)  # PSNR vs sharpness, PSNR, SSIM, SAM, SAR-edge and the per-tile distribution
