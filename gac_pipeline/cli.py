@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "dihedral transforms, N <= 8; generate mode: N seeds)")
     translate.add_argument("--preview", action="store_true",
                            help="also write preview.png: SAR | opt_v1 | opt_v2 | opt_v3 [| reference]")
+    translate.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
+                           help="where the model runs (default auto: cuda when available, else cpu)")
     translate.add_argument("--no-progress", action="store_true")
     publish.add_parser(commands)
     return parser
@@ -81,6 +83,7 @@ def translate(args: argparse.Namespace) -> dict:
     if args.biome is not None:
         biome_index(args.biome)  # fail fast with the list of valid names
     stages = tuple(s for s in args.stages.split(",") if s)
+    device = resolve_device(args.device)
     _check_in_memory_options(args)
     # Validate every input before any model work, so a bad reference costs nothing.
     with SarSource(args.s1, units=args.sar_units) as source:
@@ -89,7 +92,7 @@ def translate(args: argparse.Namespace) -> dict:
     reference = read_s2(args.reference) if args.reference is not None else None
     if reference is not None and sar is not None:
         check_same_grid(sar, reference, args.s1, args.reference)
-    pipeline = load_preset(args.preset, load_in_8bit=args.load_in_8bit or None)
+    pipeline = load_preset(args.preset, load_in_8bit=args.load_in_8bit or None).to(device)
     spread = _run_uncertainty(args, pipeline, stages)  # before any file is written: a bad N fails first
     result = pipeline.translate_file(args.s1, args.out, units=args.sar_units, month=args.month,
                                      biome=args.biome, seed=args.seed, stages=stages,
@@ -127,6 +130,20 @@ def translate(args: argparse.Namespace) -> dict:
     report = to_json_safe(report)
     (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def resolve_device(name: str) -> str:
+    """``--device``: "auto" (cuda when available, else cpu), "cpu" or "cuda"; ValueError otherwise."""
+    import torch
+
+    name = name.strip().lower()
+    if name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {name!r}")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
+    return name
 
 
 def _read_back(path: Path):

@@ -188,14 +188,30 @@ class GACPipeline(nn.Module):
             return []
         return self.stage2.conditioning_notes(month, biome if isinstance(biome, int) else biome_index(biome))
 
+    def placement(self) -> tuple[torch.device, torch.dtype]:
+        """The model's device and floating-point dtype: where and in what the inputs are built.
+
+        Taken from the first floating-point parameter (an 8-bit backbone's int8 weights say
+        nothing about the dtype the stages compute in).
+        """
+        for parameter in self.parameters():
+            if parameter.is_floating_point():
+                return parameter.device, parameter.dtype
+        return torch.device("cpu"), torch.float32
+
     def _tile_runner(self, month, biome, seed, stages, timings):
-        """A function (2, h, w) -> {"opt_v1", "opt_v2", "opt_v3"}, run on one window."""
-        month_t = torch.tensor([month or 0])
-        biome_t = torch.tensor([biome if isinstance(biome, int) else biome_index(biome)])
+        """A function (2, h, w) -> {"opt_v1", "opt_v2", "opt_v3"}, run on one window.
+
+        Inputs go to the model's device and dtype (``placement``); outputs come back as CPU float32.
+        """
+        device, dtype = self.placement()
+        month_t = torch.tensor([month or 0], device=device)
+        biome_t = torch.tensor([biome if isinstance(biome, int) else biome_index(biome)], device=device)
 
         def run_tile(s1_window: np.ndarray) -> dict[str, np.ndarray]:
             # Pad symmetrically to a multiple of 16 and crop exactly the same pixels back.
-            s1, pads = pad_to_multiple(torch.from_numpy(np.ascontiguousarray(s1_window))[None])
+            s1 = torch.from_numpy(np.ascontiguousarray(s1_window))[None].to(device=device, dtype=dtype)
+            s1, pads = pad_to_multiple(s1)
             start = time.perf_counter()
             opt_v1 = self.stage1(s1, seed=seed)
             timings["1"] += time.perf_counter() - start
@@ -209,7 +225,7 @@ class GACPipeline(nn.Module):
                 start = time.perf_counter()
                 opt_v3 = self.stage3(s1, opt_v2, seed=seed)
                 timings["3"] += time.perf_counter() - start
-            return {name: crop_pads(v, pads)[0].float().clamp(min=0).numpy()  # DN are never negative
+            return {name: crop_pads(v, pads)[0].float().clamp(min=0).cpu().numpy()  # DN >= 0
                     for name, v in (("opt_v1", opt_v1), ("opt_v2", opt_v2), ("opt_v3", opt_v3))}
 
         return run_tile

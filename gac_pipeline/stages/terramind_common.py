@@ -386,14 +386,15 @@ def generate(model: nn.Module, inputs: dict[str, Tensor], *, seed: int, timestep
         timesteps: Diffusion steps of the tokenizer decoder; None uses the model's default.
 
     Returns:
-        S2L2A DN, (B, 12, H, W) float32.
+        S2L2A DN, (B, 12, H, W), on the model's device in its dtype (float32 unless moved).
     """
     _, height, width = _check_inputs(model, inputs)
     side = max(height, width)
-    device = next(model.parameters()).device
+    parameter = next(model.parameters())
+    device, dtype = parameter.device, parameter.dtype  # inputs follow the model (float32 unless moved)
     # Fresh dict: TerraMindGeneration.forward reassigns entries of the dict it gets. Its token
     # decoder assumes a square grid: pad right/bottom to a square, crop the same pixels after.
-    batch = {key: F.pad(value.to(device=device, dtype=torch.float32), (0, side - width, 0, side - height),
+    batch = {key: F.pad(value.to(device=device, dtype=dtype), (0, side - width, 0, side - height),
                         mode="replicate")
              for key, value in inputs.items()}
     was_training = model.training
@@ -404,7 +405,7 @@ def generate(model: nn.Module, inputs: dict[str, Tensor], *, seed: int, timestep
             out = model(batch, standardize=True, timesteps=timesteps)["S2L2A"]
     finally:
         model.train(was_training)
-    return out[..., :height, :width].float()
+    return out[..., :height, :width].to(dtype)
 
 
 def build_generator_from_spec(spec, *, input_modalities: list[str], timesteps: int) -> nn.Module:
