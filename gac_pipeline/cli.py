@@ -1,9 +1,14 @@
-"""Command line: ``python -m gac_pipeline translate S1.tif --out DIR [options]`` and ``publish model|space``."""
+"""Command line: ``python -m gac_pipeline translate S1.tif --out DIR [options]`` and ``publish model|space``.
+
+``translate`` also takes a folder or a quoted glob of scenes: each goes to ``DIR/<file stem>/``
+(:mod:`gac_pipeline.batch`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -30,10 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gac_pipeline",
                                      description="GAC: Sentinel-1 SAR to Sentinel-2 optical in three stages.")
     commands = parser.add_subparsers(dest="command", required=True)
-    translate = commands.add_parser("translate", help="translate a SAR GeoTIFF (VV, VH in dB)")
-    translate.add_argument("s1", type=Path, help="SAR GeoTIFF with 2 bands VV, VH (dB unless --sar-units linear)")
-    translate.add_argument("--out", type=Path, required=True, help="output folder for opt_v1/2/3.tif + metrics.json")
-    translate.add_argument("--reference", type=Path, help="12-band S2L2A GeoTIFF to score against")
+    translate = commands.add_parser("translate",
+                                    help="translate SAR GeoTIFFs (VV, VH in dB): one file, a folder or a glob")
+    translate.add_argument("s1", type=Path, metavar="S1",
+                           help="SAR GeoTIFF with 2 bands VV, VH (dB unless --sar-units linear); or a folder (its "
+                                "*.tif/*.tiff) or a quoted glob ('scenes/*.tif'): each scene into OUT/<file stem>/")
+    translate.add_argument("--out", type=Path, required=True,
+                           help="output folder for opt_v1/2/3.tif + metrics.json (many scenes: one subfolder each)")
+    translate.add_argument("--reference", type=Path, help="12-band S2L2A GeoTIFF to score against (one scene only)")
     translate.add_argument("--preset", default="mini", help="mini (embedded), hub, a checkpoint folder or repo@rev")
     translate.add_argument("--stages", default="1,2,3", help="stages to run, e.g. 1,3 (skipped stages pass through)")
     translate.add_argument("--month", type=int, choices=range(1, 13), metavar="1..12",
@@ -52,7 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
                            help="also write preview.png: SAR | opt_v1 | opt_v2 | opt_v3 [| reference]")
     translate.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
                            help="where the model runs (default auto: cuda when available, else cpu)")
-    translate.add_argument("--no-progress", action="store_true")
+    translate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    translate.add_argument("--shard", metavar="i/N",
+                           help="many scenes: translate only those whose index in the sorted list is i mod N "
+                                "(0 <= i < N); default under torchrun: RANK/WORLD_SIZE")
+    translate.add_argument("--overwrite", action="store_true",
+                           help="many scenes: redo scenes already done (by default a scene whose folder holds "
+                                "metrics.json is skipped, even if it was made with other options)")
     publish.add_parser(commands)
     return parser
 
@@ -62,9 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "publish":
         return publish.main(args)
     # Imported here so `--help` is instant and import problems become one-line errors too.
+    from gac_pipeline import batch
     from gac_pipeline.io import InputError
 
     try:
+        scenes = batch.expand_scenes(args.s1)
+        if scenes is not None:
+            return batch.run(args, scenes)
+        if args.shard is not None:
+            raise ValueError("--shard needs many scenes: give a folder or a glob")
         report = translate(args)
     except (InputError, ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -73,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def translate(args: argparse.Namespace) -> dict:
+def translate(args: argparse.Namespace, pipeline=None, training_energy: tuple | None = None) -> dict:
+    """One scene into ``args.out``; ``pipeline`` and ``training_energy`` (from
+    ``training_gradient_energy_for_preset``) are loaded from ``args.preset`` when not given."""
     from gac_pipeline.data import biome_index
     from gac_pipeline.io import SarSource, check_same_grid, read_s1, read_s2
     from gac_pipeline.metrics import compute_metrics, mask_note, sar_edge_agreement, sharpness, to_json_safe
@@ -92,14 +115,15 @@ def translate(args: argparse.Namespace) -> dict:
     reference = read_s2(args.reference) if args.reference is not None else None
     if reference is not None and sar is not None:
         check_same_grid(sar, reference, args.s1, args.reference)
-    pipeline = load_preset(args.preset, load_in_8bit=args.load_in_8bit or None).to(device)
+    if pipeline is None:
+        pipeline = load_preset(args.preset, load_in_8bit=args.load_in_8bit or None).to(device)
     spread = _run_uncertainty(args, pipeline, stages)  # before any file is written: a bad N fails first
     result = pipeline.translate_file(args.s1, args.out, units=args.sar_units, month=args.month,
                                      biome=args.biome, seed=args.seed, stages=stages,
                                      progress=not args.no_progress, timesteps=args.timesteps)
     _write_uncertainty_and_preview(args, pipeline, stages, spread, result["paths"])
     # The training tiles' median sharpness, stored with the preset's references (if any).
-    train_energy, train_energy_reason = training_gradient_energy_for_preset(args.preset)
+    train_energy, train_energy_reason = training_energy or training_gradient_energy_for_preset(args.preset)
     report = {"schema_version": METRICS_SCHEMA_VERSION, "pipeline": pipeline.label,
               "trained": pipeline.config.trained, "input": str(args.s1),
               "reference": str(args.reference) if args.reference else None, "month": result["month"],
@@ -128,7 +152,10 @@ def translate(args: argparse.Namespace) -> dict:
         report["reference_sharpness_vs_training"] = (None if train_energy is None
                                                      else sharpness(reference.data, train_energy, valid))
     report = to_json_safe(report)
-    (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    # Written last and atomically: a readable metrics.json marks a finished scene (batch runs skip it).
+    partial = args.out / "metrics.json.partial"
+    partial.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(partial, args.out / "metrics.json")
     return report
 
 
