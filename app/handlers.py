@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -99,38 +100,119 @@ def one_line(error: BaseException) -> str:
 # ----------------------------------------------------------------------------- presets
 
 
+# Loaded presets, most recently used last. The preset box takes typed text (a Hub repo id or a
+# folder), so what this process could be asked to hold is unbounded: keep the last LOADED_MAX
+# pipelines (a few MB for mini, a few GB for hub-sized checkpoints; an evicted one loads again
+# from disk or the local Hub cache) and the last FAILED_MAX failure messages. A failure is
+# remembered so that asking again answers at once (an offline "hub" takes seconds to fail), but
+# only for FAILED_RETRY_S: a Hub outage or a repo published meanwhile must not stay broken.
+LOADED_MAX = 3
+FAILED_MAX = 16
+FAILED_RETRY_S = 600.0
+_loaded: OrderedDict[str, object] = OrderedDict()
+_failed: OrderedDict[str, tuple[float, str]] = OrderedDict()
 _LOAD_LOCK = threading.Lock()  # two requests for one preset must not both start the (slow) load
 
+# No angle brackets: Gradio shows gr.Error messages as HTML.
+PRESET_HELP = "a preset name (mini, hub), a checkpoint folder or a Hub repo id user/name@commit"
 
-@functools.cache
-def _load_outcome(preset: str) -> tuple[object | None, str | None]:
-    """Load a preset once per process; a failure is remembered too.
 
-    An offline "hub" takes seconds to fail; remembering the failure makes every later choice of
-    it answer at once. The dropdown bounds the presets, so the cache stays small.
+def check_preset(preset) -> str:
+    """The preset text, stripped, if it can name a preset: a name, a folder or ``user/name[@revision]``.
+
+    Only the form is checked (nothing is loaded or downloaded): whether the folder or repo holds
+    a checkpoint is the loader's to say.
+
+    Raises:
+        AppError: one line, for empty or malformed text, e.g. ``user/gac@`` or ``my model``.
     """
-    from gac_pipeline.presets import load_preset  # imports torch and the stages: keep it lazy
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
 
+    from gac_pipeline.presets import PRESETS
+
+    text = str(preset or "").strip()
+    if not text:
+        raise AppError(f"choose a preset or type one: {PRESET_HELP}")
+    if text in PRESETS or text in preset_choices():
+        return text
+    if text.startswith((".", "/", "~")) or Path(text).expanduser().is_dir():
+        # On a hosted Space (Hugging Face sets SPACE_ID) a visitor must not probe or load the server's folders.
+        if os.environ.get("SPACE_ID"):
+            raise AppError(f"preset '{text}': folders on the server cannot be typed on a hosted Space; "
+                           f"type a Hub repo id user/name@commit")
+        return text
+    repo, at, revision = text.rpartition("@") if "@" in text else (text, "", "")
+    if at and (not revision or any(char.isspace() for char in revision)):
+        raise AppError(f"preset '{text}': the revision after '@' is empty or has spaces; expected {PRESET_HELP}")
     try:
-        return load_preset(preset), None
-    except Exception as error:  # noqa: BLE001  (any load failure becomes a message, never a crash)
-        logger.warning("preset %r failed to load: %s", preset, error)
-        return None, f"preset '{preset}' could not be loaded (not retried until the app restarts): {one_line(error)}"
+        validate_repo_id(repo)
+    except HFValidationError as error:
+        raise AppError(f"preset '{text}' is not {PRESET_HELP}: {one_line(error)}") from None
+    if "/" not in repo:  # a GAC checkpoint lives under a user or an organisation; a bare word is a typo
+        raise AppError(f"preset '{text}' is not {PRESET_HELP}")
+    return text
 
 
-def load_pipeline(preset: str):
-    """Load (once) the pipeline behind a preset name, folder or ``repo@revision``.
+def load_pipeline(preset: str, progress: Callable[[str], None] | None = None):
+    """The pipeline behind a preset name, folder or ``repo@revision``, loaded on first use.
 
     Args:
-        preset: "mini", "hub", or anything ``gac_pipeline.presets.load_preset`` accepts.
+        preset: "mini", "hub", or anything ``gac_pipeline.presets.load_preset`` accepts (typed
+            text is checked first: :func:`check_preset`).
+        progress: Called with a description ("loading user/gac@abc123 …") when the preset is
+            really loaded, i.e. not answered from the cache: a Hub checkpoint downloads then.
 
     Returns:
         ``(pipeline, None)`` on success, ``(None, message)`` when it cannot load, e.g. "hub"
-        without the Hub or a filled cache. The message is one line. Both outcomes are cached
-        for the process lifetime.
+        without the Hub or a filled cache, or a malformed repo id. The message is one line.
+        Both outcomes are cached (see ``LOADED_MAX``); a malformed id is not.
     """
+    try:
+        preset = check_preset(preset)
+    except AppError as error:
+        return None, str(error)
     with _LOAD_LOCK:
-        return _load_outcome(str(preset))
+        if preset in _loaded:
+            _loaded.move_to_end(preset)
+            return _loaded[preset], None
+        failed = _failed.get(preset)
+        if failed is not None and time.monotonic() - failed[0] < FAILED_RETRY_S:
+            return None, failed[1]
+        if progress is not None:
+            progress(f"loading {preset} …")
+        from gac_pipeline.presets import load_preset  # imports torch and the stages: keep it lazy
+
+        try:
+            pipeline = load_preset(preset)
+        except Exception as error:  # noqa: BLE001  (any load failure becomes a message, never a crash)
+            logger.warning("preset %r failed to load: %s", preset, error)
+            message = f"preset '{preset}' could not be loaded: {one_line(error)}"
+            _remember(_failed, preset, (time.monotonic(), message), FAILED_MAX)
+            return None, message
+        _failed.pop(preset, None)
+        _remember(_loaded, preset, pipeline, LOADED_MAX)
+        return pipeline, None
+
+
+def _remember(cache: OrderedDict, key: str, value, limit: int) -> None:
+    """Put ``key`` last (most recent) and drop the oldest entries beyond ``limit``."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > limit:
+        cache.popitem(last=False)
+
+
+def run_device() -> str:
+    """Where a translation runs: "cuda" when this call sees a GPU, else "cpu" (``resolve_device("auto")``).
+
+    Call it inside the GPU-decorated handler: on Hugging Face ZeroGPU a GPU is attached only while
+    a ``spaces.GPU`` function runs (https://huggingface.co/docs/hub/spaces-zerogpu), so the
+    answer outside it is "cpu".
+    """
+    from gac_pipeline.cli import resolve_device
+
+    return resolve_device("auto")
 
 
 def preset_timesteps(preset: str) -> tuple[int, bool | None]:
@@ -159,7 +241,7 @@ def preset_timesteps(preset: str) -> tuple[int, bool | None]:
     return (generators or configs)[0].timesteps, bool(generators)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=LOADED_MAX + FAILED_MAX)  # bounded: presets are typed text
 def training_gradient_energy(preset: str) -> tuple[float | None, str | None]:
     """The preset's stored training median gradient energy, read once per process.
 
@@ -378,6 +460,7 @@ def translate(
         raise AppError("upload a Sentinel-1 GeoTIFF (2 bands: VV, VH in dB)")
     month, biome, seed, stages = _check_options(month, biome, seed, stages)
     timesteps = _check_timesteps(timesteps)
+    preset = check_preset(preset)
     started = time.perf_counter()
 
     # Validate every input before any model work, so a bad reference costs nothing.
@@ -391,10 +474,13 @@ def translate(
         raise AppError(one_line(error)) from None
     month = month if month is not None else sar.month
 
-    report(0.15, f"loading preset {preset}")
-    pipeline, message = load_pipeline(preset)
+    pipeline, message = load_pipeline(preset, progress=lambda description: report(0.15, description))
     if pipeline is None:
         raise AppError(message)
+    # ZeroGPU rule (https://huggingface.co/docs/hub/spaces-zerogpu): CUDA exists only inside the
+    # spaces.GPU-decorated call, so presets load on CPU and move here, in the call (this function
+    # runs inside ui.run_translate): each call on ZeroGPU, a no-op once there on a GPU machine.
+    pipeline.to(run_device())
 
     report(0.3, "running the pipeline")
     try:

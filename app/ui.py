@@ -70,7 +70,9 @@ def on_gpu(duration: int = 60) -> Callable[[Callable], Callable]:
 
     On ZeroGPU a GPU is attached only while a decorated function runs, for at most
     ``duration`` seconds; elsewhere ``spaces`` is absent (or its decorator does nothing), so
-    the app runs the same on CPU machines.
+    the app runs the same on CPU machines. Presets are loaded on CPU; ``handlers.translate``
+    moves the pipeline to ``handlers.run_device()`` inside the decorated call, where ZeroGPU's
+    CUDA exists (https://huggingface.co/docs/hub/spaces-zerogpu).
     """
     def decorate(function: Callable) -> Callable:
         try:
@@ -152,7 +154,9 @@ def run_translate(s1_file, reference_file, preset, month, biome, seed, stages, s
     Args:
         s1_file: Uploaded SAR GeoTIFF path.
         reference_file: Uploaded reference GeoTIFF path, or None.
-        preset: Preset name or folder (one of the dropdown's choices).
+        preset: A preset of the dropdown, or typed: a checkpoint folder or a Hub repo id ``user/name@<commit>``
+            (``handlers.check_preset``). Its first use loads it (a Hub checkpoint downloads; the progress bar
+            says "loading ..."); a failure is a one-line ``gr.Error`` and earlier results stay on the page.
         month: 1..12, or 0 for the month in the file's metadata.
         biome: One of ``BIOMES``.
         seed: Random seed.
@@ -178,6 +182,7 @@ def run_translate(s1_file, reference_file, preset, month, biome, seed, stages, s
         gr.Error: with a one-line message, for bad input or any failure.
     """
     try:
+        preset = handlers.check_preset(preset)
         result = examples.translate(s1_file, reference_file, preset, month, biome, seed, stages,
                                     units=None if units in (None, "auto") else units, timesteps=timesteps,
                                     uncertainty=handlers.UNCERTAINTY_VARIANTS if uncertainty else 0,
@@ -289,8 +294,10 @@ def build_demo(presets: Sequence[str] | None = None,
     Args:
         presets: Choices of the preset dropdown; the first is the default (None:
             ``handlers.preset_choices()``, i.e. ``GAC_PRESET`` or a Space's config). Tests pass a saved
-            checkpoint folder here. Custom values are not accepted from the browser, so users
-            cannot make the server load arbitrary folders or Hub repos.
+            checkpoint folder here. Users may also type a Hub repo id ``user/name@<commit>`` or a
+            checkpoint folder on the server: loading checks every file against its recorded hash and
+            refuses pickles (``gac_pipeline.hub``), and the app keeps only the last few loaded
+            (``handlers.LOADED_MAX``).
         results_dir: The evaluation results the Evaluation tab shows (read once, here; no model runs).
         warm_examples: Fill the result cache with every example (default preset and options) in
             a background thread when the first page opens (``examples.start_warm_up``).
@@ -319,9 +326,10 @@ def _translate_tab(presets: list[str], warm_examples: bool, demo: gr.Blocks) -> 
                               type="filepath", elem_id="sar-file")
             reference_file = gr.File(label="Reference Sentinel-2 L2A GeoTIFF (optional)",
                                      file_types=[".tif", ".tiff"], type="filepath")
-            preset = gr.Dropdown(presets, value=presets[0], label="Preset",
+            preset = gr.Dropdown(presets, value=presets[0], label="Preset", allow_custom_value=True,
                                  info="mini: embedded, offline, small model trained on the bundled "
-                                      "train + validation tiles. hub: needs the Hub.")
+                                      "train + validation tiles. hub: needs the Hub. Or type a Hub repo id "
+                                      "user/name@commit (or a checkpoint folder): loaded on first use.")
             with gr.Row():
                 month = gr.Number(0, label="Month", precision=0, minimum=0, maximum=12,
                                   info="0 = from the file's metadata/name", elem_id="month")

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -216,11 +217,10 @@ def test_failed_hub_load_is_cached_and_mini_still_works():
     pipeline, message = handlers.load_pipeline("hub")  # offline (conftest): the weights are not reachable
     first_s = time.perf_counter() - first_started
     assert pipeline is None and message.startswith("preset 'hub' could not be loaded") and "\n" not in message
-    hits = handlers._load_outcome.cache_info().hits
+    assert "hub" in handlers._failed  # remembered: asking again is answered from it, not tried again
     again_started = time.perf_counter()
     assert handlers.load_pipeline("hub") == (None, message)
     again_s = time.perf_counter() - again_started
-    assert handlers._load_outcome.cache_info().hits == hits + 1  # answered from the cache, not tried again
     assert again_s < 0.05 and (first_s > again_s * 10 or first_s < 0.05)
     mini, error = handlers.load_pipeline("mini")
     assert error is None and mini.config.name == "GAC-mini"
@@ -300,12 +300,12 @@ def test_on_gpu_is_a_no_op_without_spaces():
 
 
 def test_app_module_imports_offline_without_loading_a_model():
-    loaded = handlers._load_outcome.cache_info().currsize
+    loaded = (list(handlers._loaded), list(handlers._failed))
     spec = importlib.util.spec_from_file_location("gac_app_entry", Path(__file__).parent.parent / "app.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.demo.title == "GAC SAR → optical"
-    assert handlers._load_outcome.cache_info().currsize == loaded  # no preset loaded at import
+    assert (list(handlers._loaded), list(handlers._failed)) == loaded  # no preset loaded at import
 
 
 def test_skipped_stage_passes_through(real_pair, tiny_preset, tmp_path):
@@ -642,6 +642,21 @@ def test_server_uncertainty_option_is_appended_last(client, real_pair, tiny_pres
     outputs = _call(client, real_pair.s1_path, None, tiny_preset, "auto", 10, "true colour", True, False)
     assert outputs[-1] is not None  # the uncertainty map, after every earlier output
     assert "Uncertainty" in outputs[7]
+
+
+def test_server_takes_a_typed_folder_and_recovers_from_a_malformed_preset(client, real_pair, saved_tiny_pipeline,
+                                                                          tmp_path):
+    from gradio_client.exceptions import AppError
+
+    typed = shutil.copytree(saved_tiny_pipeline, tmp_path / "typed-checkpoint")  # not one of the choices
+    outputs = _call(client, real_pair.s1_path, None, f" {typed} ")
+    assert outputs[1] is not None and "tiny-test" in outputs[7]
+    with pytest.raises(AppError, match="'my model@main' is not a preset name") as caught:
+        _call(client, real_pair.s1_path, None, "my model@main")
+    assert "\n" not in str(caught.value)
+    with pytest.raises(AppError, match=r"preset '/no/such/checkpoint' could not be loaded: .*not a checkpoint folder"):
+        _call(client, real_pair.s1_path, None, "/no/such/checkpoint")
+    assert _call(client, real_pair.s1_path, None, "mini")[1] is not None  # still serving
 
 
 # ----------------------------------------------------------------------------- uncertainty
