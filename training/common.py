@@ -150,8 +150,10 @@ def attach(tiles: TileSet, directory: str | Path, name: str) -> TileSet:
     """The tiles with stored outputs (:func:`save_outputs`) as the ``name`` extra; error if any is missing."""
     path = Path(directory) / f"{name}.safetensors"
     if not path.is_file():
+        per_pair = f"; {Path(directory) / name} holds one file per pair: add --stream" if (
+            Path(directory) / name).is_dir() else ""
         raise FileNotFoundError(f"{path}: no stored {name} (written by training.train_mini's cross-validation "
-                                "or training.precompute_stage1)")
+                                f"or training.precompute_stage1){per_pair}")
     stored = load_file(path)
     missing = [n for n in tiles.names if n not in stored]
     if missing:

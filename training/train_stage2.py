@@ -19,7 +19,9 @@ the identity. Month and biome are each replaced by "unknown" with probability
 in the stage config, and others map to "unknown" at inference.
 
 Trains on every clear non-test tile; ``--folds K --fold F`` is a cross-validation fold run
-(``training.cv``).
+(``training.cv``). A reBEN folder (or ``--stream``) is streamed (``training.streaming``): each
+pair and its stored opt_v1 (``precompute_stage1``'s one file per pair) are read per batch and
+augmented together.
 
 Backbone training (``--backbone``): ``lora`` (adapters on attention, the default for a
 pretrained Prithvi), ``frozen`` (head only), ``full`` (every weight: the default for the
@@ -147,11 +149,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     run = loop.setup_distributed(args.device)
     common.seed_all(args.seed)
-    if streaming.wanted(args):
-        raise SystemExit(f"{args.data}: stage 2 trains on stored opt_v1 held in memory and does not stream yet "
-                         "(reBEN, --stream): use the pair-folder layout")
-    pool = common.attach(common.load_pool(args.data, clear_only=not args.all_tiles), args.opt_v1, "opt_v1")
-    train, held_out = cv.split_pool(pool, args.folds, args.fold)
+    if streaming.wanted(args):  # e.g. reBEN: pairs and their stored opt_v1 read from disk per batch
+        train, held_out = streaming.open_training_data(args, stored={"opt_v1": args.opt_v1}), None
+        inputs = f"stage-1 outputs ({streaming.stored_producer(args.opt_v1, 'opt_v1')})"
+    else:  # the bundled tiles: in memory, as GAC-mini was trained
+        pool = common.attach(common.load_pool(args.data, clear_only=not args.all_tiles), args.opt_v1, "opt_v1")
+        train, held_out = cv.split_pool(pool, args.folds, args.fold)
+        inputs = "out-of-fold stage-1 outputs"
 
     stage = build_stage2(args, load_preset(str(args.init_from)).stage2.config)
     # What the embeddings are trained on; anything else maps to "unknown" (0) at inference. Row 0
@@ -191,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                      ("spectral angle", args.sam_weight), ("LPIPS", args.lpips_weight))
                            if weight)
         fold = f", fold {args.fold} of {args.folds} held out" if held_out else ""
-        text = (f"trained on out-of-fold stage-1 outputs of {len(train)} real tiles (train + validation splits{fold}) "
+        text = (f"trained on {inputs} of {len(train)} real tiles (train + validation splits{fold}) "
                 f"for {result.steps} steps{' (identity: no step beat it in cross-validation)' if not result.steps else ''}"
                 f", {terms}")
         common.write_pipeline(args, {"2": stage}, "2", text)

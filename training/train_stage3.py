@@ -7,8 +7,10 @@ Usage::
 
 Stage 3's role is SAR grounding: pull structure that stage 2 invented back toward what the SAR
 supports. Inputs: stored opt_v2 (``--opt-v2``: out-of-fold for every training tile, written by
-``train_mini``'s cross-validation), or stage 2 of ``--init-from`` run on stored opt_v1
-(``--opt-v1``).
+``train_mini``'s cross-validation, or ``training.precompute_stage1 --through 2``), or stage 2 of
+``--init-from`` run on stored opt_v1 (``--opt-v1``). A reBEN folder (or ``--stream``) is streamed
+(``training.streaming``): each pair and its stored opt_v2 (one file per pair; ``--opt-v2`` only)
+are read per batch and augmented together.
 
 - ``regress`` mode: ``--l1-weight`` x L1 to the real optical + ``--sar-weight`` x SAR-edge term
   (the prediction should agree with the speckle-filtered SAR's edges as much as the real
@@ -117,17 +119,23 @@ def main(argv: list[str] | None = None) -> dict:
     run = loop.setup_distributed(args.device)
     common.seed_all(args.seed)
     base = load_preset(str(args.init_from))
-    if streaming.wanted(args):
-        raise SystemExit(f"{args.data}: stage 3 trains on stored opt_v2 held in memory and does not stream yet "
-                         "(reBEN, --stream): use the pair-folder layout")
-    pool = common.load_pool(args.data, clear_only=not args.all_tiles)
-    if args.opt_v2 is not None:
-        pool = common.attach(pool, args.opt_v2, "opt_v2")
-    elif args.fold is not None:
-        raise SystemExit("--fold needs --opt-v2 (out-of-fold): --init-from's stage 2 was trained on the held-out tiles")
-    else:
-        pool = with_opt_v2(common.attach(pool, args.opt_v1, "opt_v1"), base.stage2, run.device)
-    train, held_out = cv.split_pool(pool, args.folds, args.fold)
+    if streaming.wanted(args):  # e.g. reBEN: pairs and their stored opt_v2 read from disk per batch
+        if args.opt_v2 is None:
+            raise SystemExit("streaming stage 3 reads stored opt_v2: write it with training.precompute_stage1 "
+                             "--through 2 and pass --opt-v2")
+        train, held_out = streaming.open_training_data(args, stored={"opt_v2": args.opt_v2}), None
+        inputs = f"stage-2 outputs ({streaming.stored_producer(args.opt_v2, 'opt_v2')})"
+    else:  # the bundled tiles: in memory, as GAC-mini was trained
+        pool = common.load_pool(args.data, clear_only=not args.all_tiles)
+        if args.opt_v2 is not None:
+            pool = common.attach(pool, args.opt_v2, "opt_v2")
+        elif args.fold is not None:
+            raise SystemExit("--fold needs --opt-v2 (out-of-fold): --init-from's stage 2 was trained on the held-out "
+                             "tiles")
+        else:
+            pool = with_opt_v2(common.attach(pool, args.opt_v1, "opt_v1"), base.stage2, run.device)
+        train, held_out = cv.split_pool(pool, args.folds, args.fold)
+        inputs = "out-of-fold stage-2 outputs"
 
     stage = build_stage3(args, base.stage3.config)
     stage.to(run.device)
@@ -150,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
         if recorder is not None:
             recorder.save(args.work_dir, train.names, args)
         fold = f", fold {args.fold} of {args.folds} held out" if held_out else ""
-        text = (f"{stage.config.mode} mode trained on out-of-fold stage-2 outputs of {len(train)} real tiles (train + "
+        text = (f"{stage.config.mode} mode trained on {inputs} of {len(train)} real tiles (train + "
                 f"validation splits{fold}) for {result.steps} steps"
                 f"{' (identity: no step beat it in cross-validation)' if not result.steps else ''}")
         common.write_pipeline(args, {"3": stage.cpu()}, "3", text)
