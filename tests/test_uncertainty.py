@@ -122,3 +122,71 @@ def test_cli_refuses_bad_or_too_large_uncertainty(saved_tiny_pipeline, real_pair
     assert main([*common, "--out", str(tmp_path / "big"), "--uncertainty", "8"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "hold the scene in memory" in error
+
+
+# ----------------------------------------------------------------------------- the learned scale (experiment)
+
+
+def _heteroscedastic_toy(tiles=6, size=48, seed=0):
+    """Residuals whose Laplace scale is set by the SAR: b = 30 DN where VV < -12 dB, 300 DN elsewhere
+    (blocks of 8 px), the same error on the four metric bands so band_mean's error is that noise."""
+    from gac_pipeline.bands import METRIC_BAND_INDICES
+    from training.train_uncertainty import OUTPUT_NAMES, Residuals
+
+    rng = np.random.default_rng(seed)
+    blocks = rng.random((tiles, size // 8, size // 8)) < 0.5
+    loud = np.kron(blocks, np.ones((8, 8))).astype(bool)
+    s1 = np.stack([np.where(loud, -8.0, -16.0), np.where(loud, -15.0, -23.0)], axis=1)
+    s1 = (s1 + rng.normal(0, 0.5, s1.shape)).astype(np.float32)
+    scale = np.where(loud, 300.0, 30.0)
+    s2 = (1500 + rng.normal(0, 200, (tiles, 12, size, size))).astype(np.float32)
+    outputs = {}
+    for name in OUTPUT_NAMES:
+        noisy = s2.copy()
+        noisy[:, list(METRIC_BAND_INDICES)] += rng.laplace(0, scale, (tiles, size, size))[:, None].astype(np.float32)
+        outputs[name] = torch.from_numpy(noisy)
+    data = Residuals(torch.from_numpy(s1), torch.from_numpy(s2), outputs, [f"toy{i}" for i in range(tiles)])
+    return data, scale
+
+
+def test_the_nll_head_learns_a_known_heteroscedastic_toy(tmp_path):
+    from gac_pipeline.standardization import Standardization
+    from training.train_uncertainty import OUTPUT_NAMES, ScaleHead, Settings, fit, predicted_std
+
+    torch.set_num_threads(1)
+    data, _ = _heteroscedastic_toy()
+    settings = Settings(width=8, dilations=(1,), steps=150, batch=8, crop=32, lr=1e-2)
+    head, _ = fit(data, settings, Standardization(), seed=0)
+    test, test_scale = _heteroscedastic_toy(tiles=2, seed=1)  # fresh noise, the same rule
+    for name in OUTPUT_NAMES:
+        std = predicted_std(head, test, name)
+        oracle = np.mean([error_spearman(s, o.numpy(), t.numpy())
+                          for s, o, t in zip(test_scale, test.outputs[name], test.s2, strict=True)])
+        learned = np.mean([error_spearman(s, o.numpy(), t.numpy())
+                           for s, o, t in zip(std, test.outputs[name], test.s2, strict=True)])
+        # ranks the errors nearly as well as the true scale (3x3 windows blur the 8-px blocks' edges)
+        assert oracle > 0.5 and learned > 0.8 * oracle
+        # and in DN: about sqrt(2) x 30 and sqrt(2) x 300 where the scale is 30 and 300
+        for value in (30.0, 300.0):
+            ratio = np.median(std[test_scale == value]) / (math.sqrt(2) * value)
+            assert 0.7 < ratio < 1.4
+    head.save(tmp_path / "head")
+    loaded = ScaleHead.load(tmp_path / "head")
+    assert loaded.config == head.config and loaded.config.trained
+    s1, dn = test.s1[0].numpy(), test.outputs["opt_v3"][0].numpy()
+    assert np.array_equal(loaded.std(s1, dn, "opt_v3"), head.std(s1, dn, "opt_v3"))
+
+
+def test_the_scale_head_runs_in_strips_like_one_pass():
+    from training.train_uncertainty import ScaleHead, ScaleHeadConfig
+
+    torch.manual_seed(0)
+    head = ScaleHead(ScaleHeadConfig(width=4, dilations=[1, 2]))
+    torch.nn.init.normal_(head.out.weight, std=0.5)
+    s1, dn = _s1(70, 40), np.random.default_rng(0).uniform(0, 3000, (12, 70, 40)).astype(np.float32)
+    whole = head.std(s1, dn, "opt_v2", rows=1000)
+    assert whole.shape == (70, 40) and whole.dtype == np.float32 and (whole > 0).all()
+    np.testing.assert_allclose(head.std(s1, dn, "opt_v2", rows=16), whole, rtol=1e-5)
+    assert not np.allclose(head.std(s1, dn, "opt_v1"), whole)  # the one-hot stage input counts
+    with pytest.raises(ValueError, match="unknown output"):
+        head.std(s1, dn, "opt_v4")
