@@ -485,7 +485,7 @@ def translate(
     report(0.3, "running the pipeline")
     try:
         # progress=True: scenes over one tile show a tqdm bar over windows (the UI tracks tqdm).
-        output = pipeline(sar.data, month=month, biome=biome, seed=seed, stages=stages, progress=True,
+        output = pipeline.translate(sar.data, month=month, biome=biome, seed=seed, stages=stages, progress=True,
                           timesteps=timesteps, uncertainty=int(uncertainty or 0))
     except ValueError as error:
         raise AppError(one_line(error)) from None

@@ -72,9 +72,9 @@ def main() -> None:
                                                             out_dir=out_dir, **options), args.runs),
             "panels + spectrum": timed(lambda: (panels.render(run, pixel=pixel), panels.spectrum_figure(run, pixel)),
                                        args.runs),
-            "pipeline, plain": timed(lambda: pipeline(s1, **options), args.runs),
+            "pipeline, plain": timed(lambda: pipeline.translate(s1, **options), args.runs),
             f"pipeline, uncertainty={args.uncertainty}": timed(
-                lambda: pipeline(s1, uncertainty=args.uncertainty, **options), args.runs),
+                lambda: pipeline.translate(s1, uncertainty=args.uncertainty, **options), args.runs),
         }
 
     print(f"\n{'case':<28}{'best s':>8}{'median s':>10}")

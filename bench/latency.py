@@ -53,11 +53,11 @@ def time_pipeline(pipeline, s1, pair, *, runs: int, warmup: int, timesteps: int 
     """Median wall time of whole calls and of each stage (the pipeline's own per-stage timers)."""
     kwargs = {"month": pair.month, "biome": pair.biome, "seed": 0, "timesteps": timesteps}
     for _ in range(warmup):
-        pipeline(s1, **kwargs)
+        pipeline.translate(s1, **kwargs)
     totals, stages = [], {key: [] for key in STAGES}
     for _ in range(runs):
         start = time.perf_counter()
-        output = pipeline(s1, **kwargs)
+        output = pipeline.translate(s1, **kwargs)
         totals.append(time.perf_counter() - start)
         for key in STAGES:
             stages[key].append(output.timings_s[key])
@@ -74,13 +74,13 @@ def profile(pipeline, s1, pair, runs: int) -> None:
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(runs):
-        pipeline(s1, **kwargs)
+        pipeline.translate(s1, **kwargs)
     profiler.disable()
     print(f"\ncProfile of {runs} call(s) of {pipeline.config.name}, top 10 by cumulative time:")
     pstats.Stats(profiler).sort_stats("cumulative").print_stats(10)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as operators:
         for _ in range(runs):
-            pipeline(s1, **kwargs)
+            pipeline.translate(s1, **kwargs)
     print(f"torch operators over {runs} call(s), top 10 by self CPU time (with input shapes):")
     print(operators.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=10,
                                                                   max_name_column_width=30,

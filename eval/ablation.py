@@ -19,7 +19,7 @@ tile, 1 = as sharp); see ``gac_pipeline.metrics``. ``cluster`` is the tile's sce
 
 ``uncertainty_spearman`` (with ``uncertainty`` = N variants, default 8; 0 turns it off): does
 the uncertainty map point at the errors? The full chain runs once more per tile with
-``pipeline(..., uncertainty=N)``; per output, the Spearman rank correlation over pixels between
+``pipeline.translate(..., uncertainty=N)``; per output, the Spearman rank correlation over pixels between
 its std map and |mean of B02, B03, B04, B08 - the same of the real tile|
 (``gac_pipeline.uncertainty.error_spearman``). The v1 and v1+v2 rows carry the opt_v1 and
 opt_v2 maps of that run (the same images those variants score), the v1+v2+v3 row the opt_v3
@@ -272,7 +272,7 @@ def scored_pairs(data_dir: str | Path, max_tiles: int | None = None) -> list[Pai
 def run_pipeline(pipeline: GACPipeline, item: dict, *, seed: int, stages: tuple[str, ...] = ("1", "2", "3"),
                  uncertainty: int = 0) -> PipelineOutput:
     """The pipeline on one ``PairDataset`` item with the pair's month and biome, as the ablation runs it."""
-    return pipeline(item["s1"].numpy(), month=item["month"] or None, biome=item["biome"], seed=seed, stages=stages,
+    return pipeline.translate(item["s1"].numpy(), month=item["month"] or None, biome=item["biome"], seed=seed, stages=stages,
                     uncertainty=uncertainty)
 
 

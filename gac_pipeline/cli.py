@@ -201,7 +201,7 @@ def _run_uncertainty(args: argparse.Namespace, pipeline, stages: tuple[str, ...]
     if not args.uncertainty:
         return None
     sar = read_s1(args.s1, units=args.sar_units, max_pixels=MAX_IN_MEMORY_PIXELS)
-    return pipeline(sar.data, month=args.month if args.month is not None else sar.month, biome=args.biome,
+    return pipeline.translate(sar.data, month=args.month if args.month is not None else sar.month, biome=args.biome,
                     seed=args.seed, stages=stages, timesteps=args.timesteps, uncertainty=args.uncertainty)
 
 

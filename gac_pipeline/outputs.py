@@ -16,7 +16,7 @@ class PipelineOutput:
     A skipped stage passes its input through: ``ran["2"] is False`` means ``opt_v2 is opt_v1``'s
     copy, and ``notes`` says so.
 
-    With ``pipeline(..., uncertainty=N)`` (see ``gac_pipeline.uncertainty``), per output name:
+    With ``pipeline.translate(..., uncertainty=N)`` (see ``gac_pipeline.uncertainty``), per output name:
     ``mean`` the (12, H, W) float32 mean over the N test-time variants and ``std`` the (H, W)
     float32 standard deviation over them of the mean of B02, B03, B04 and B08, in DN;
     ``uncertainty`` says what the variants were ("8 dihedral transforms"). Empty without it.

@@ -4,8 +4,9 @@
                                    stage 3 (s1, opt_v2) --> opt_v3 --crop the same pixels back-->
 
 Scenes larger than one tile run window by window with overlapping, smoothly blended windows;
-``translate_file`` streams windows from and to disk so memory stays bounded. ``uncertainty=N``
-runs the in-memory chain on N test-time variants (``gac_pipeline.uncertainty``) for a per-pixel
+``forward`` runs the stages on a batch of tensors (a plain module call); ``translate`` (one array)
+and ``translate_file`` (streams windows from and to disk so memory stays bounded) do the padding,
+windows, files and timings around it. ``translate(..., uncertainty=N)`` runs the in-memory chain on N test-time variants (``gac_pipeline.uncertainty``) for a per-pixel
 spread per stage.
 
 Outputs are DN >= 0: negative model outputs are clipped to 0 (the stages still pass each other
@@ -99,9 +100,55 @@ class GACPipeline(nn.Module):
                   "TIFFTAG_SOFTWARE": f"gac_pipeline {__version__}"}
         return {name: {**common, "stage": name} for name in ("opt_v1", "opt_v2", "opt_v3")}
 
-    # ----------------------------------------------------------------------------- one tile
+    # ----------------------------------------------------------------------------- the model
+    def forward(self, s1_db: torch.Tensor, month: torch.Tensor | int | None = None,
+                biome: torch.Tensor | str | int | None = None, *, seed: int = 0,
+                stages=ALL_STAGES) -> dict[str, torch.Tensor]:
+        """The three stages on a batch, on the model's device; a plain module call, so hooks,
+        ``torch.compile`` and ``.to()`` work as for any module. ``translate`` and
+        ``translate_file`` do the padding, windows, files and timings around it.
+
+        Args:
+            s1_db: (B, 2, H, W) VV, VH in dB, H and W multiples of 16, on the model's device and dtype.
+            month: (B,) months 1..12 (0 = unknown), or one month (None = unknown) for the batch.
+            biome: (B,) biome indices, or one biome name or index (None = unknown) for the batch.
+            seed: Sampling seed of generate-mode stages.
+            stages: Which stages run; a skipped stage passes its input through.
+
+        Returns:
+            {"opt_v1", "opt_v2", "opt_v3"}: (B, 12, H, W) S2L2A DN, unclipped (as the stages pass them on).
+        """
+        if not isinstance(s1_db, torch.Tensor) or s1_db.ndim != 4 or s1_db.shape[1] != 2:
+            raise TypeError(f"GACPipeline.forward takes a (B, 2, H, W) tensor, got {type(s1_db).__name__} of shape "
+                            f"{tuple(getattr(s1_db, 'shape', ()))}; for one (2, H, W) array use pipeline.translate(...)")
+        month = month if isinstance(month, torch.Tensor) else (month or 0)
+        biome = biome if isinstance(biome, torch.Tensor | int | np.integer) else biome_index(biome)
+        month, biome = (torch.as_tensor(value, device=s1_db.device).expand(len(s1_db)) for value in (month, biome))
+        opt_v1 = self.stage1(s1_db, seed=seed)
+        opt_v2 = self.stage2(opt_v1, month=month, biome=biome) if "2" in stages else opt_v1
+        opt_v3 = self.stage3(s1_db, opt_v2, seed=seed) if "3" in stages else opt_v2
+        return {"opt_v1": opt_v1, "opt_v2": opt_v2, "opt_v3": opt_v3}
+
+    @contextmanager
+    def _stage_timer(self, timings: dict[str, float]) -> Iterator[None]:
+        """While active, each stage's forward time is added to ``timings[key]`` (forward hooks)."""
+        started: dict[str, float] = {}
+        handles = []
+        for key, stage in zip(ALL_STAGES, (self.stage1, self.stage2, self.stage3), strict=True):
+            handles.append(stage.register_forward_pre_hook(
+                lambda module, args, key=key: started.__setitem__(key, time.perf_counter())))
+            handles.append(stage.register_forward_hook(
+                lambda module, args, output, key=key: timings.__setitem__(
+                    key, timings[key] + time.perf_counter() - started[key])))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    # ----------------------------------------------------------------------------- one array
     @torch.no_grad()
-    def __call__(self, s1_db: np.ndarray | torch.Tensor, *, month: int | None = None,
+    def translate(self, s1_db: np.ndarray | torch.Tensor, *, month: int | None = None,
                  biome: str | int | None = None, seed: int = 0, stages=ALL_STAGES,
                  progress: bool = False, timesteps: int | None = None, uncertainty: int = 0) -> PipelineOutput:
         """Translate one SAR array of any size.
@@ -134,7 +181,7 @@ class GACPipeline(nn.Module):
         tile, overlap = self.config.tile_size, self.config.tile_overlap
 
         def run(variant: Variant) -> dict[str, np.ndarray]:
-            run_tile = self._tile_runner(month, biome, variant.seed, stages, timings)
+            run_tile = self._tile_runner(month, biome, variant.seed, stages)
             s1_variant = variant.apply(s1)
             if max(s1.shape[1:]) <= tile:
                 outputs = run_tile(s1_variant)
@@ -143,7 +190,7 @@ class GACPipeline(nn.Module):
             return {name: variant.undo(dn) for name, dn in outputs.items()}
 
         spread = {}
-        with self._generate_timesteps(timesteps):
+        with self._generate_timesteps(timesteps), self._stage_timer(timings):
             versions = run(chain[0])  # the identity with ``seed``: the plain run
             if uncertainty:
                 accumulator = Spread()
@@ -199,34 +246,20 @@ class GACPipeline(nn.Module):
                 return parameter.device, parameter.dtype
         return torch.device("cpu"), torch.float32
 
-    def _tile_runner(self, month, biome, seed, stages, timings):
+    def _tile_runner(self, month, biome, seed, stages):
         """A function (2, h, w) -> {"opt_v1", "opt_v2", "opt_v3"}, run on one window.
 
         Inputs go to the model's device and dtype (``placement``); outputs come back as CPU float32.
         """
         device, dtype = self.placement()
-        month_t = torch.tensor([month or 0], device=device)
-        biome_t = torch.tensor([biome if isinstance(biome, int) else biome_index(biome)], device=device)
 
         def run_tile(s1_window: np.ndarray) -> dict[str, np.ndarray]:
             # Pad symmetrically to a multiple of 16 and crop exactly the same pixels back.
             s1 = torch.from_numpy(np.ascontiguousarray(s1_window))[None].to(device=device, dtype=dtype)
             s1, pads = pad_to_multiple(s1)
-            start = time.perf_counter()
-            opt_v1 = self.stage1(s1, seed=seed)
-            timings["1"] += time.perf_counter() - start
-            opt_v2 = opt_v1
-            if "2" in stages:
-                start = time.perf_counter()
-                opt_v2 = self.stage2(opt_v1, month=month_t, biome=biome_t)
-                timings["2"] += time.perf_counter() - start
-            opt_v3 = opt_v2
-            if "3" in stages:
-                start = time.perf_counter()
-                opt_v3 = self.stage3(s1, opt_v2, seed=seed)
-                timings["3"] += time.perf_counter() - start
+            outputs = self(s1, month, biome, seed=seed, stages=stages)
             return {name: crop_pads(v, pads)[0].float().clamp(min=0).cpu().numpy()  # DN >= 0
-                    for name, v in (("opt_v1", opt_v1), ("opt_v2", opt_v2), ("opt_v3", opt_v3))}
+                    for name, v in outputs.items()}
 
         return run_tile
 
@@ -242,7 +275,7 @@ class GACPipeline(nn.Module):
         The outputs are Cloud-Optimized GeoTIFFs with NaN where the SAR was masked and the tags of
         :meth:`output_tags`; a failed run writes none.
         Month defaults to the one found in the file's metadata or name. ``timesteps`` overrides
-        the generate-mode stages' diffusion steps for this call only (see ``__call__``).
+        the generate-mode stages' diffusion steps for this call only (see ``translate``).
 
         Returns:
             {"paths": {name: Path}, "month": int | None, "notes": [...], "timings_s": {...}}
@@ -254,7 +287,7 @@ class GACPipeline(nn.Module):
         timings = dict.fromkeys(ALL_STAGES, 0.0)
         with SarSource(s1_path, units=units, max_pixels=max_pixels) as source, ExitStack() as files:
             month = month if month is not None else source.month
-            run_tile = self._tile_runner(month, biome, seed, stages, timings)
+            run_tile = self._tile_runner(month, biome, seed, stages)
             tags = self.output_tags(s1_path, seed=seed, stages=stages)
             paths = {name: out_dir / f"{name}.tif" for name in tags}
             writers = {name: files.enter_context(OpticalWriter(path, source.profile, source.height, source.width,
@@ -272,7 +305,7 @@ class GACPipeline(nn.Module):
                     masks[row0] = source.read(row0, 0, block.shape[1], source.width)[1]
                 writers[name].write_rows(row0, block, valid_mask=masks[row0])
 
-            with self._generate_timesteps(timesteps):
+            with self._generate_timesteps(timesteps), self._stage_timer(timings):
                 tiled_apply(read, source.height, source.width, run_tile, write,
                             tile=self.config.tile_size, overlap=self.config.tile_overlap, progress=progress)
             notes = (list(source.notes) + _skip_notes(stages) + self._conditioning_notes(month, biome, stages)

@@ -130,7 +130,7 @@ from gac_pipeline.pipeline import GACPipeline
 
 pipeline = GACPipeline.from_pretrained("{repo_id}", revision="<commit>")
 # or: from gac_pipeline.presets import load_preset; pipeline = load_preset("{repo_id}@<commit>")
-out = pipeline(s1_db, month=6)  # s1_db: (2, H, W) VV, VH in dB -> out.opt_v1 / opt_v2 / opt_v3
+out = pipeline.translate(s1_db, month=6)  # s1_db: (2, H, W) VV, VH in dB -> out.opt_v1 / opt_v2 / opt_v3
 ```
 
 ```bash

@@ -236,23 +236,23 @@ def test_preset_timesteps_read_from_configs(generate_preset, tiny_preset):
 
 def test_timesteps_override_one_call_and_restore(generate_pipeline, tiny_pipeline):
     s1 = np.random.default_rng(0).normal(-15.0, 3.0, (2, 32, 32)).astype(np.float32)
-    three = generate_pipeline(s1, seed=1, timesteps=3)
+    three = generate_pipeline.translate(s1, seed=1, timesteps=3)
     assert generate_pipeline.stage1.config.timesteps == generate_pipeline.stage3.config.timesteps == 1
-    one = generate_pipeline(s1, seed=1)
+    one = generate_pipeline.translate(s1, seed=1)
     assert not np.array_equal(three.opt_v1, one.opt_v1)
     for stage in (generate_pipeline.stage1, generate_pipeline.stage3):
         stage.config.timesteps = 3
     try:
-        configured = generate_pipeline(s1, seed=1)
+        configured = generate_pipeline.translate(s1, seed=1)
     finally:
         for stage in (generate_pipeline.stage1, generate_pipeline.stage3):
             stage.config.timesteps = 1
     for name, image in three.versions().items():
         np.testing.assert_array_equal(image, configured.versions()[name])
     # Regress mode has no diffusion steps: the override changes nothing.
-    np.testing.assert_array_equal(tiny_pipeline(s1, timesteps=7).opt_v3, tiny_pipeline(s1).opt_v3)
+    np.testing.assert_array_equal(tiny_pipeline.translate(s1, timesteps=7).opt_v3, tiny_pipeline.translate(s1).opt_v3)
     with pytest.raises(ValueError, match="timesteps must be"):
-        generate_pipeline(s1, timesteps=0)
+        generate_pipeline.translate(s1, timesteps=0)
 
 
 def test_translate_file_takes_timesteps(generate_pipeline, tmp_path):
@@ -262,7 +262,7 @@ def test_translate_file_takes_timesteps(generate_pipeline, tmp_path):
     path = bad_inputs.write_raster(tmp_path / "sar.tif", sar)
     written = generate_pipeline.translate_file(path, tmp_path / "out", seed=2, timesteps=3, progress=False)
     assert generate_pipeline.stage1.config.timesteps == generate_pipeline.stage3.config.timesteps == 1
-    expected = generate_pipeline(sar, month=written["month"], seed=2, timesteps=3)
+    expected = generate_pipeline.translate(sar, month=written["month"], seed=2, timesteps=3)
     with rasterio.open(written["paths"]["opt_v3"]) as opt_v3:
         np.testing.assert_allclose(opt_v3.read(), expected.opt_v3, rtol=1e-5, atol=1e-2)
     with pytest.raises(ValueError, match="timesteps must be"):

@@ -16,11 +16,11 @@ def mini_outputs(real_pair):
     pipeline = load_preset("mini")
     s1 = read_s1(real_pair.s1_path).data
     kwargs = {"month": 7, "biome": "temperate_continental", "uncertainty": 2}
-    out32 = pipeline(s1, **kwargs)
+    out32 = pipeline.translate(s1, **kwargs)
     pipeline.to(torch.float64)
     try:
         assert pipeline.placement() == (torch.device("cpu"), torch.float64)
-        out64 = pipeline(s1, **kwargs)
+        out64 = pipeline.translate(s1, **kwargs)
     finally:
         pipeline.to(torch.float32)
     return out32, out64
@@ -46,10 +46,10 @@ def test_chain_runs_on_cuda(real_pair, tmp_path):
 
     pipeline = load_preset("mini")
     s1 = read_s1(real_pair.s1_path).data
-    cpu = pipeline(s1, month=7, uncertainty=2)
+    cpu = pipeline.translate(s1, month=7, uncertainty=2)
     pipeline.to("cuda")
     assert pipeline.placement()[0].type == "cuda"
-    gpu = pipeline(s1, month=7, uncertainty=2)
+    gpu = pipeline.translate(s1, month=7, uncertainty=2)
     for name in ("opt_v1", "opt_v2", "opt_v3"):
         assert isinstance(getattr(gpu, name), np.ndarray) and getattr(gpu, name).dtype == np.float32
         np.testing.assert_allclose(getattr(gpu, name), getattr(cpu, name), rtol=1e-2, atol=5)

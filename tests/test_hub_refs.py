@@ -61,7 +61,7 @@ def test_the_note_reaches_the_cli_and_the_app(hub_repo, real_pair, tmp_path):
                      "--no-progress"]) == 0
         notes = json.loads((out / "metrics.json").read_text())["notes"]
         assert sum(note.startswith(expected) for note in notes) == noted, notes  # once, or not at all
-        api_notes = load_preset(preset)(read_s1(real_pair.s1_path).data, seed=0).notes  # the Python API too
+        api_notes = load_preset(preset).translate(read_s1(real_pair.s1_path).data, seed=0).notes  # the Python API too
         assert sum(note.startswith(expected) for note in api_notes) == noted, api_notes
     app_notes = handlers.translate(real_pair.s1_path, None, f"{REPO}@main", out_dir=tmp_path / "app")["notes"]
     assert any(note.startswith(expected) for note in app_notes)

@@ -28,7 +28,7 @@ class Darken(torch.nn.Module):
 def test_negative_dn_are_clipped_at_zero(tiny_pipeline, tmp_path):
     dark = GACPipeline(tiny_pipeline.stage1, tiny_pipeline.stage2, Darken(), tiny_pipeline.config)
     sar = bad_inputs.sar_db(48, 40)
-    output = dark(sar)
+    output = dark.translate(sar)
     assert (output.opt_v3 == 0).all()
     assert output.opt_v1.min() >= 0 and output.opt_v2.min() >= 0
 

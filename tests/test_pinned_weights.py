@@ -191,7 +191,7 @@ def test_hub_style_pipeline_round_trip_with_pinned_bases(terramind_tiny, prithvi
 
     loaded = GACPipeline.from_pretrained(tmp_path / "saved")
     s1 = np.random.default_rng(0).normal(-12, 3, (2, 48, 48)).astype(np.float32)
-    a, b = pipeline(s1, seed=1), loaded(s1, seed=1)
+    a, b = pipeline.translate(s1, seed=1), loaded.translate(s1, seed=1)
     for name in ("opt_v1", "opt_v2", "opt_v3"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
     assert not any("not pinned" in note for note in b.notes)
@@ -199,7 +199,7 @@ def test_hub_style_pipeline_round_trip_with_pinned_bases(terramind_tiny, prithvi
     # Saved from a branch instead: every output says which base is not pinned.
     pipeline.stage2.config.revision = None
     pipeline.save_pretrained(tmp_path / "branch")
-    notes = GACPipeline.from_pretrained(tmp_path / "branch")(s1, seed=1).notes
+    notes = GACPipeline.from_pretrained(tmp_path / "branch").translate(s1, seed=1).notes
     expected = f"stage 2 base {PRITHVI_REPO}/{PRITHVI_FILE}@main is not pinned to a commit: its owners can change"
     assert len(notes) == 1 and notes[0].startswith(expected)
 
@@ -306,10 +306,10 @@ def test_our_checkpoint_from_a_hub_repo_at_a_revision(tmp_path, monkeypatch):
     (folder / "refs" / "main").write_text(NEW)
 
     s1 = np.random.default_rng(0).normal(-12, 3, (2, 32, 32)).astype(np.float32)
-    old = GACPipeline.from_pretrained("test-org/gac-tiny", revision=OLD)(s1).opt_v3
-    assert np.array_equal(old, build_tiny_pipeline(1)(s1).opt_v3)
-    assert np.array_equal(load_preset(f"test-org/gac-tiny@{OLD}")(s1).opt_v3, old)
-    new = load_preset("test-org/gac-tiny")(s1).opt_v3  # main -> NEW
-    assert np.array_equal(new, build_tiny_pipeline(2)(s1).opt_v3) and not np.array_equal(new, old)
+    old = GACPipeline.from_pretrained("test-org/gac-tiny", revision=OLD).translate(s1).opt_v3
+    assert np.array_equal(old, build_tiny_pipeline(1).translate(s1).opt_v3)
+    assert np.array_equal(load_preset(f"test-org/gac-tiny@{OLD}").translate(s1).opt_v3, old)
+    new = load_preset("test-org/gac-tiny").translate(s1).opt_v3  # main -> NEW
+    assert np.array_equal(new, build_tiny_pipeline(2).translate(s1).opt_v3) and not np.array_equal(new, old)
     with pytest.raises(RuntimeError, match=f"test-org/gac-tiny@{'c' * 40}: not in the local Hugging Face cache"):
         GACPipeline.from_pretrained("test-org/gac-tiny", revision="c" * 40)

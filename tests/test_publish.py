@@ -256,7 +256,7 @@ def test_pushed_model_loads_back_with_identical_outputs(loopback_hub, real_pair,
     fetched = load_preset(f"me/gac-mini@{commit}")  # snapshot_download from the loopback Hub into a fresh cache
     assert fetched.preset == f"me/gac-mini@{commit}"
     sar = read_s1(real_pair.s1_path)
-    ours, theirs = load_preset("mini")(sar.data, month=6, seed=0), fetched(sar.data, month=6, seed=0)
+    ours, theirs = load_preset("mini").translate(sar.data, month=6, seed=0), fetched.translate(sar.data, month=6, seed=0)
     for name in ("opt_v1", "opt_v2", "opt_v3"):
         np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name))
     references = load_for_preset(f"me/gac-mini@{commit}")  # the baselines and control travel with it

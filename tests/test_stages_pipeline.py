@@ -79,9 +79,9 @@ def test_unseen_month_and_biome_act_as_unknown_and_say_so():
 
     pipeline = build_tiny_pipeline()
     pipeline.stage2.config.seen_months = [0, 6]
-    notes = pipeline(_s1(32, 32)[0].numpy(), month=3, biome="alpine").notes
+    notes = pipeline.translate(_s1(32, 32)[0].numpy(), month=3, biome="alpine").notes
     assert "stage 2: month 3 not seen in training: used unknown" in notes
-    assert not any("month" in n for n in pipeline(_s1(32, 32)[0].numpy(), month=3, stages=("1", "3")).notes)
+    assert not any("month" in n for n in pipeline.translate(_s1(32, 32)[0].numpy(), month=3, stages=("1", "3")).notes)
 
 
 def test_stage2_8bit_backbone_close_to_full_precision():
@@ -123,7 +123,7 @@ def test_generate_mode_stages_are_seeded(stage_class, config_class):
 
 def test_pipeline_on_a_real_tile_pads_and_crops(tiny_pipeline, real_pair):
     s1 = read_s1(real_pair.s1_path).data  # 120 x 120: padded to 128 inside, cropped back
-    out = tiny_pipeline(s1, month=real_pair.month, biome=real_pair.biome)
+    out = tiny_pipeline.translate(s1, month=real_pair.month, biome=real_pair.biome)
     for version in out.versions().values():
         assert version.shape == (12, 120, 120) and np.isfinite(version).all()
     assert not np.array_equal(out.opt_v1, out.opt_v2) and not np.array_equal(out.opt_v2, out.opt_v3)
@@ -151,7 +151,7 @@ def _per_pixel_pipeline(tiny_pipeline):
 def test_padding_and_cropping_never_shift_pixels(tiny_pipeline, shape):
     pipeline = _per_pixel_pipeline(tiny_pipeline)
     s1 = _s1(*shape)[0].numpy()
-    out = pipeline(s1, stages=("1",)).opt_v1
+    out = pipeline.translate(s1, stages=("1",)).opt_v1
     expected = pipeline.stage1(torch.from_numpy(s1)[None])[0].detach().numpy().clip(min=0)  # DN are clipped at 0
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-3)
 
@@ -159,29 +159,29 @@ def test_padding_and_cropping_never_shift_pixels(tiny_pipeline, shape):
 def test_tiled_600x400_equals_untiled_for_a_per_pixel_stage(tiny_pipeline):
     pipeline = _per_pixel_pipeline(tiny_pipeline)
     s1 = _s1(400, 600)[0].numpy()
-    tiled = pipeline(s1, stages=("1",)).opt_v1
+    tiled = pipeline.translate(s1, stages=("1",)).opt_v1
     untiled = pipeline.stage1(torch.from_numpy(s1)[None])[0].detach().numpy().clip(min=0)
     np.testing.assert_allclose(tiled, untiled, rtol=1e-5, atol=1e-2)
 
 
 def test_skipped_stages_pass_through(tiny_pipeline):
     s1 = _s1(64, 64)[0].numpy()
-    out = tiny_pipeline(s1, stages=("1", "3"))
+    out = tiny_pipeline.translate(s1, stages=("1", "3"))
     assert np.array_equal(out.opt_v2, out.opt_v1) and out.ran == {"1": True, "2": False, "3": True}
     assert any("stage 2" in note for note in out.notes)
     with pytest.raises(ValueError, match="stage 1 must run"):
-        tiny_pipeline(s1, stages=("2", "3"))
+        tiny_pipeline.translate(s1, stages=("2", "3"))
     with pytest.raises(ValueError, match="unknown stage"):
-        tiny_pipeline(s1, stages=("1", "4"))
+        tiny_pipeline.translate(s1, stages=("1", "4"))
 
 
 def test_tiled_scene_with_real_stages_is_finite_and_matches_its_first_window(tiny_pipeline):
     """With real (non per-pixel) stages windows disagree in their overlaps; where only one
     window covers the scene the result must equal that window's own run."""
     s1 = _s1(400, 600)[0].numpy()
-    out = tiny_pipeline(s1)
+    out = tiny_pipeline.translate(s1)
     assert out.opt_v3.shape == (12, 400, 600) and np.isfinite(out.opt_v3).all()
-    single = tiny_pipeline(s1[:, :128, :128]).opt_v1
+    single = tiny_pipeline.translate(s1[:, :128, :128]).opt_v1
     # Rows/cols < 96 are covered by the first window only (stride 96).
     assert np.allclose(out.opt_v1[:, :64, :64], single[:, :64, :64], atol=1e-3)
 
@@ -189,7 +189,7 @@ def test_tiled_scene_with_real_stages_is_finite_and_matches_its_first_window(tin
 def test_save_and_load_round_trip(tiny_pipeline, saved_tiny_pipeline):
     loaded = GACPipeline.from_pretrained(saved_tiny_pipeline)
     s1 = _s1(64, 64)[0].numpy()
-    a, b = tiny_pipeline(s1, seed=3), loaded(s1, seed=3)
+    a, b = tiny_pipeline.translate(s1, seed=3), loaded.translate(s1, seed=3)
     for name in ("opt_v1", "opt_v2", "opt_v3"):
         assert np.array_equal(getattr(a, name), getattr(b, name))
     recorded = json.loads((saved_tiny_pipeline / "pipeline_config.json").read_text())["files"]
@@ -244,7 +244,7 @@ def test_embedded_mini_preset_is_trained_and_says_on_what(real_pair):
     assert references is not None and references.control is not None and references.control.config.trained
     size = sum(f.stat().st_size for f in PRESETS["mini"].rglob("*") if f.is_file())
     assert size < 30e6  # the bundled-weights budget
-    out = pipeline(read_s1(real_pair.s1_path).data)
+    out = pipeline.translate(read_s1(real_pair.s1_path).data)
     assert out.opt_v3.shape == (12, 120, 120) and np.isfinite(out.opt_v3).all()
     assert not np.array_equal(out.opt_v1, out.opt_v2)  # trained stages change the image
 
@@ -255,3 +255,21 @@ def test_hub_preset_offline_fails_with_one_clear_line():
     with pytest.raises(RuntimeError, match="not in the local Hugging Face cache") as error:
         load_preset("hub")
     assert "\n" not in str(error.value)
+
+
+def test_forward_runs_a_batch_as_a_plain_module_and_translate_wraps_it(tiny_pipeline):
+    batch = torch.stack([torch.from_numpy(_s1(64, 64, seed=i)[0].numpy()) for i in range(3)])
+    seen = []
+    handle = tiny_pipeline.register_forward_hook(lambda module, args, output: seen.append(output["opt_v3"].shape))
+    try:
+        with torch.no_grad():
+            outputs = tiny_pipeline(batch, month=torch.tensor([6, 7, 0]), biome="alpine")
+        one = tiny_pipeline.translate(batch[1].numpy(), month=7, biome="alpine")
+    finally:
+        handle.remove()
+    assert set(outputs) == {"opt_v1", "opt_v2", "opt_v3"} and outputs["opt_v3"].shape == (3, 12, 64, 64)
+    assert seen[0] == (3, 12, 64, 64) and len(seen) == 2  # hooks fire for forward and inside translate
+    np.testing.assert_allclose(one.opt_v3, outputs["opt_v3"][1].clamp(min=0).numpy(), rtol=1e-5, atol=1e-3)
+    assert one.timings_s["1"] > 0 and one.timings_s["3"] > 0  # stage timings come from forward hooks
+    with pytest.raises(TypeError, match="translate"):
+        tiny_pipeline(batch[0].numpy())

@@ -36,7 +36,7 @@ def test_output_is_a_loadable_pipeline(trained):
     assert "stage 2: not trained" in pipeline.config.description
     pair = list_pairs(DEFAULT_DATA_DIR, "validation")[0]
     item = PairDataset([pair])[0]
-    result = pipeline(item["s1"].numpy())
+    result = pipeline.translate(item["s1"].numpy())
     for image in (result.opt_v1, result.opt_v2, result.opt_v3):
         assert image.shape == (12, 120, 120)
         assert np.isfinite(image).all()

@@ -49,7 +49,7 @@ def test_chain_writes_a_loadable_labelled_preset_with_references(chain):
     assert saved["train_tiles"] == 32 and len(saved["folds"]) == 3
     assert all(row["step"] > 0 for row in saved["cross_validation"]["stage1"] if row["eligible"])
     item = PairDataset(list_pairs(DEFAULT_DATA_DIR, "validation")[:1])[0]
-    result = pipeline(item["s1"].numpy(), month=item["month"])
+    result = pipeline.translate(item["s1"].numpy(), month=item["month"])
     assert all(np.isfinite(image).all() for image in (result.opt_v1, result.opt_v2, result.opt_v3))
 
 

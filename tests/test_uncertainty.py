@@ -37,8 +37,8 @@ def test_variants_are_the_dihedral_group_identity_first_or_seeds():
 
 def test_uncertainty_8_on_a_real_tile(tiny_pipeline, real_pair):
     s1 = read_s1(real_pair.s1_path).data
-    plain = tiny_pipeline(s1, month=real_pair.month, biome=real_pair.biome)
-    out = tiny_pipeline(s1, month=real_pair.month, biome=real_pair.biome, uncertainty=8)
+    plain = tiny_pipeline.translate(s1, month=real_pair.month, biome=real_pair.biome)
+    out = tiny_pipeline.translate(s1, month=real_pair.month, biome=real_pair.biome, uncertainty=8)
     for name, version in plain.versions().items():
         assert np.array_equal(getattr(out, name), version)  # the identity variant is the plain run, bit for bit
         assert out.std[name].shape == (120, 120) and out.std[name].dtype == np.float32
@@ -71,7 +71,7 @@ def _per_pixel_pipeline(tiny_pipeline, seed_step=0.0):
 
 @pytest.mark.parametrize("shape", [(120, 120), (37, 90), (200, 150)])  # one tile, not square, tiled
 def test_a_model_equivariant_to_the_dihedral_group_has_zero_spread(tiny_pipeline, shape):
-    out = _per_pixel_pipeline(tiny_pipeline)(_s1(*shape), uncertainty=8)
+    out = _per_pixel_pipeline(tiny_pipeline).translate(_s1(*shape), uncertainty=8)
     for name in ("opt_v1", "opt_v2", "opt_v3"):
         scale = np.abs(band_mean(getattr(out, name))).max()
         # Zero up to float32 rounding: exactly 0 on one window; blending overlapping windows rounds.
@@ -80,7 +80,7 @@ def test_a_model_equivariant_to_the_dihedral_group_has_zero_spread(tiny_pipeline
 
 
 def test_generate_mode_variants_are_seeds(tiny_pipeline):
-    out = _per_pixel_pipeline(tiny_pipeline, seed_step=1.0)(_s1(32, 32), seed=4, uncertainty=3, stages=("1",))
+    out = _per_pixel_pipeline(tiny_pipeline, seed_step=1.0).translate(_s1(32, 32), seed=4, uncertainty=3, stages=("1",))
     # Stage 1 adds seed: its outputs are x + 4, x + 5, x + 6, so the std is that of (0, 1, 2).
     np.testing.assert_allclose(out.std["opt_v1"], math.sqrt(2 / 3), rtol=1e-6)
     assert out.uncertainty == "3 seeds"
