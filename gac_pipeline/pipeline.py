@@ -65,6 +65,7 @@ class GACPipeline(nn.Module):
                  config: PipelineConfig | None = None):
         super().__init__()
         self.stage1, self.stage2, self.stage3 = stage1, stage2, stage3
+        share_s2l2a_tokenizer(stage1, stage3)
         self.config = config or PipelineConfig()
         self.preset = self.config.name
         self.checkpoint_notes: list[str] = []  # e.g. a Hub repo loaded at a moving revision (from_pretrained)
@@ -368,6 +369,26 @@ def _fetch_base_weights(folders: dict[str, Path], name: str) -> None:
         if config_path.is_file():  # a missing one is reported by Stage.load
             files += [f for f in stage_class.base_weights(stage_class.config_class.load(config_path)) if f not in files]
     hub.fetch(files, name, warn_unpinned=False)
+
+
+def share_s2l2a_tokenizer(stage1: nn.Module, stage3: nn.Module) -> bool:
+    """Let generate-mode stages 1 and 3 hold one S2L2A tokenizer instance when theirs are equal.
+
+    Each builds and loads its own frozen tokenizer (289 M parameters for the published one); two
+    equal copies only cost memory, so stage 3 takes stage 1's. Returns whether they now share it.
+    """
+    tokenizers = [getattr(getattr(stage, "terramind", None), "tokenizer", None) for stage in (stage1, stage3)]
+    if any(not isinstance(tokenizer, nn.ModuleDict) for tokenizer in tokenizers):
+        return False  # regress mode (an encoder, no tokenizer) or an injected stand-in
+    first, second = tokenizers
+    shared = False
+    for key in set(first) & set(second):
+        mine, theirs = first[key].state_dict(), second[key].state_dict()
+        if mine.keys() == theirs.keys() and all(
+                mine[name].shape == theirs[name].shape and torch.equal(mine[name], theirs[name]) for name in mine):
+            second[key] = first[key]
+            shared = True
+    return shared
 
 
 def base_models(stage1_config, stage2_config, stage3_config) -> dict:

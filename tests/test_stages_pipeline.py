@@ -273,3 +273,23 @@ def test_forward_runs_a_batch_as_a_plain_module_and_translate_wraps_it(tiny_pipe
     assert one.timings_s["1"] > 0 and one.timings_s["3"] > 0  # stage timings come from forward hooks
     with pytest.raises(TypeError, match="translate"):
         tiny_pipeline(batch[0].numpy())
+
+
+def test_generate_stages_1_and_3_share_one_s2l2a_tokenizer_when_equal():
+    spec = tiny_terramind(tokenizer=SMALL_TEST_GENERATOR["tokenizer"])
+    spec.dim, spec.depth, spec.decoder_depth = 64, 1, 1
+    stage1 = Stage1TerraMind.build(Stage1Config(mode="generate", terramind=spec, timesteps=1))
+    stage3 = Stage3Grounding.build(Stage3Config(mode="generate", terramind=spec, timesteps=1, lora_rank=0))
+    stage2 = build_tiny_pipeline().stage2
+    key = next(iter(stage1.terramind.tokenizer))
+    separate = GACPipeline(stage1, stage2, stage3)  # random init: different tokenizers, nothing shared
+    assert stage3.terramind.tokenizer[key] is not stage1.terramind.tokenizer[key]
+    count = sum(p.numel() for p in separate.parameters())
+
+    stage3.terramind.tokenizer[key].load_state_dict(stage1.terramind.tokenizer[key].state_dict())  # as from one file
+    s1 = _s1(32, 32)[0].numpy()
+    before = separate.translate(s1, seed=1).opt_v3
+    shared = GACPipeline(stage1, stage2, stage3)
+    assert stage3.terramind.tokenizer[key] is stage1.terramind.tokenizer[key]
+    assert sum(p.numel() for p in shared.parameters()) < count  # parameters() counts a shared module once
+    np.testing.assert_array_equal(shared.translate(s1, seed=1).opt_v3, before)
