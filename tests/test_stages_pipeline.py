@@ -269,7 +269,7 @@ def test_forward_runs_a_batch_as_a_plain_module_and_translate_wraps_it(tiny_pipe
         handle.remove()
     assert set(outputs) == {"opt_v1", "opt_v2", "opt_v3"} and outputs["opt_v3"].shape == (3, 12, 64, 64)
     assert seen[0] == (3, 12, 64, 64) and len(seen) == 2  # hooks fire for forward and inside translate
-    np.testing.assert_allclose(one.opt_v3, outputs["opt_v3"][1].clamp(min=0).numpy(), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(one.opt_v3, outputs["opt_v3"][1].clamp(min=0).numpy(), rtol=1e-3)  # batch of 3 vs 1
     assert one.timings_s["1"] > 0 and one.timings_s["3"] > 0  # stage timings come from forward hooks
     with pytest.raises(TypeError, match="translate"):
         tiny_pipeline(batch[0].numpy())

@@ -52,6 +52,11 @@ def mini_pipeline(seed: int = 0) -> GACPipeline:
     return GACPipeline(stage1, stage2, stage3, config)
 
 
+# TerraMind and its S2L2A tokenizer were pretrained on 224-px images (14 x 14 tokens): the hub
+# preset runs them on windows of that size, overlapping by 32 px.
+HUB_WINDOW, HUB_OVERLAP = 224, 32
+
+
 def write_hub_preset(directory: Path, *, pin: bool = False) -> None:
     """Configs only: the bases load their published weights at the revisions recorded here."""
     terramind = TerraMindSpec(size="base", pretrained=True)
@@ -72,6 +77,7 @@ def write_hub_preset(directory: Path, *, pin: bool = False) -> None:
     PipelineConfig(
         name="GAC-hub", trained=False, files=files,
         description="TerraMind-1.0-base zero-shot (stages 1, 3) + Prithvi-EO-2.0-300M with an untrained head",
+        tile_size=HUB_WINDOW, tile_overlap=HUB_OVERLAP,
         base_models=base_models(configs["1"], configs["2"], configs["3"]),
     ).save(directory / PIPELINE_CONFIG)
 
