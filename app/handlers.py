@@ -504,6 +504,10 @@ def translate(
         path = out_dir / f"{name}.tif"
         write_optical(path, dn, sar.profile, valid_mask=sar.valid_mask, tags=tags[name])  # input's CRS/transform
         files.append(path)
+    if output.std:  # the uncertainty option: the same uncertainty.tif as the CLI's --uncertainty
+        files.append(pipeline.write_uncertainty(out_dir / "uncertainty.tif", output, input_path=s1_path,
+                                                profile=sar.profile, valid_mask=sar.valid_mask, seed=seed,
+                                                stages=stages))
 
     report(0.8, "scoring")
     target = None if reference is None else reference.data

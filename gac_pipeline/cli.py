@@ -201,8 +201,9 @@ def _run_uncertainty(args: argparse.Namespace, pipeline, stages: tuple[str, ...]
     if not args.uncertainty:
         return None
     sar = read_s1(args.s1, units=args.sar_units, max_pixels=MAX_IN_MEMORY_PIXELS)
-    return pipeline.translate(sar.data, month=args.month if args.month is not None else sar.month, biome=args.biome,
-                    seed=args.seed, stages=stages, timesteps=args.timesteps, uncertainty=args.uncertainty)
+    return pipeline.translate(sar.data, month=args.month if args.month is not None else sar.month,
+                              biome=args.biome, seed=args.seed, stages=stages, timesteps=args.timesteps,
+                              uncertainty=args.uncertainty)
 
 
 def _write_uncertainty_and_preview(args: argparse.Namespace, pipeline, stages: tuple[str, ...], spread,
@@ -211,17 +212,14 @@ def _write_uncertainty_and_preview(args: argparse.Namespace, pipeline, stages: t
     import numpy as np
     import rasterio
 
-    from gac_pipeline.io import read_s1, read_s2, write_optical
-    from gac_pipeline.uncertainty import FILE_BANDS, FILE_DESCRIPTION
+    from gac_pipeline.io import read_s1, read_s2
 
     if spread is None and not args.preview:
         return
     sar = read_s1(args.s1, units=args.sar_units, max_pixels=MAX_IN_MEMORY_PIXELS)
     if spread is not None:
-        tags = {**pipeline.output_tags(args.s1, seed=args.seed, stages=stages)["opt_v3"], "stage": "uncertainty",
-                "uncertainty": spread.uncertainty, "description": FILE_DESCRIPTION}
-        write_optical(args.out / "uncertainty.tif", np.stack([spread.std[name] for name in paths]), sar.profile,
-                      valid_mask=sar.valid_mask, tags=tags, bands=FILE_BANDS)
+        pipeline.write_uncertainty(args.out / "uncertainty.tif", spread, input_path=args.s1, profile=sar.profile,
+                                   valid_mask=sar.valid_mask, seed=args.seed, stages=stages)
     if args.preview:
         versions = {}
         for name, path in paths.items():

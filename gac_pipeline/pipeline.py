@@ -30,7 +30,7 @@ from torch import nn
 from gac_pipeline import __version__, hub
 from gac_pipeline.configs import PipelineConfig
 from gac_pipeline.data import biome_index
-from gac_pipeline.io import OpticalWriter, SarSource
+from gac_pipeline.io import OpticalWriter, SarSource, write_optical
 from gac_pipeline.outputs import STAGE_NAMES, PipelineOutput
 from gac_pipeline.stages.base import CONFIG_FILE, CheckpointError, Stage
 from gac_pipeline.stages.stage1_terramind import Stage1TerraMind
@@ -312,6 +312,20 @@ class GACPipeline(nn.Module):
             notes = (list(source.notes) + _skip_notes(stages) + self._conditioning_notes(month, biome, stages)
                      + self.unpinned_notes())
         return {"paths": paths, "month": month, "notes": notes, "timings_s": timings}
+
+    def write_uncertainty(self, path: str | Path, output: PipelineOutput, *, input_path: str | Path, profile: dict,
+                          valid_mask: np.ndarray | None, seed: int, stages=ALL_STAGES) -> Path:
+        """Write ``uncertainty.tif`` from ``translate(..., uncertainty=N)``'s output: float32, one band per
+        stage (``opt_v1_std``, ``opt_v2_std``, ``opt_v3_std``), on the input's grid, tagged like the outputs."""
+        from gac_pipeline.uncertainty import FILE_BANDS, FILE_DESCRIPTION
+
+        if not output.std:
+            raise ValueError("no uncertainty in this output: run translate(..., uncertainty=N) first")
+        tags = {**self.output_tags(input_path, seed=seed, stages=stages)["opt_v3"], "stage": "uncertainty",
+                "uncertainty": output.uncertainty, "description": FILE_DESCRIPTION}
+        write_optical(path, np.stack([output.std[name] for name in ("opt_v1", "opt_v2", "opt_v3")]), profile,
+                      valid_mask=valid_mask, tags=tags, bands=FILE_BANDS)
+        return Path(path)
 
     # ---------------------------------------------------------------------- save / load
     def save_pretrained(self, directory: str | Path) -> Path:

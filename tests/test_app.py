@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 
 from app import examples, handlers, panels, ui
 from gac_pipeline.bands import BAND_CENTRES_NM, S2L2A_BANDS
@@ -697,6 +698,12 @@ def test_uncertainty_on_gives_a_map_and_the_mean_option_swaps_the_panels(uncerta
     assert (tones[0] == panels.UNCERTAINTY_LUT[0]).all() and (tones[1] == panels.UNCERTAINTY_LUT[-1]).all()
     assert (tones[2] == tones[1]).all() and (tones[3] == 0).all()
     assert panels.uncertainty_bar().shape == (26, panels.MIN_PANEL_PX, 3)
+    # The download list has the CLI's uncertainty.tif with the option on, and not without it.
+    assert not any(Path(f).name == "uncertainty.tif" for f in uncertain_outputs[False]["files"])
+    [path] = [f for f in on["files"] if Path(f).name == "uncertainty.tif"]
+    with rasterio.open(path) as dataset:
+        assert dataset.descriptions == ("opt_v1_std", "opt_v2_std", "opt_v3_std") and dataset.dtypes[0] == "float32"
+        np.testing.assert_allclose(dataset.read(3), run.std, rtol=1e-6)
 
     _no_model_runs(monkeypatch)
     choice = next(iter(ui.SLIDER_CHOICES))
