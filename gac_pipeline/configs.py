@@ -64,6 +64,7 @@ class Stage1Config(_JsonConfig):
     terramind: TerraMindSpec = field(default_factory=TerraMindSpec)
     decoder_width: int = 32
     decoder_blocks: int = 2
+    decoder_stride: int = 1  # 2: the decoder's blocks at half resolution (GAC-mini; see heads.PixelDecoder)
     timesteps: int = 10
     lora_rank: int = 0  # LoRA on attention; only meaningful on a pretrained encoder
     lora_alpha: int = 16
@@ -88,6 +89,7 @@ class Stage2Config(_JsonConfig):
     lora_targets: str = PRITHVI_LORA_TARGETS
     head_width: int = 32
     head_blocks: int = 2
+    head_stride: int = 1  # 2: the head's blocks at half resolution (GAC-mini; see heads.PixelDecoder)
     cond_dim: int = 16
     # Month (1..12) and biome indices the embeddings were trained on; others map to 0, "unknown"
     # (trained through conditioning dropout). None: not recorded (older checkpoints), no mapping.
@@ -106,6 +108,7 @@ class Stage3Config(_JsonConfig):
     terramind: TerraMindSpec = field(default_factory=TerraMindSpec)
     decoder_width: int = 32
     decoder_blocks: int = 2
+    decoder_stride: int = 1  # 2: the decoder's blocks at half resolution (GAC-mini; see heads.PixelDecoder)
     timesteps: int = 10
     lora_rank: int = 8
     lora_alpha: int = 16
@@ -123,6 +126,9 @@ class PipelineConfig(_JsonConfig):
     trained: bool = False
     tile_size: int = 128
     tile_overlap: int = 32
+    # Windows stacked into one forward by translate/translate_file: larger operations use the
+    # cores better on CPU (issue 15, ``python -m bench.scene``); memory grows with it.
+    window_batch: int = 1
     # Written by save_pretrained from the stage configs: {"stage1": [{"repo", "filename", "revision", "pinned"}]}
     base_models: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)  # relative path -> sha256, verified on load

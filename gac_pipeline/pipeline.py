@@ -18,6 +18,7 @@ for the scores to show rather than cut.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -132,15 +133,16 @@ class GACPipeline(nn.Module):
 
     @contextmanager
     def _stage_timer(self, timings: dict[str, float]) -> Iterator[None]:
-        """While active, each stage's forward time is added to ``timings[key]`` (forward hooks)."""
-        started: dict[str, float] = {}
+        """While active, each stage's forward time is added to ``timings[key]`` (forward hooks); with
+        windows run side by side (``_window_workers``), their times add up."""
+        started: dict[tuple[int, str], float] = {}  # by thread and stage
         handles = []
         for key, stage in zip(ALL_STAGES, (self.stage1, self.stage2, self.stage3), strict=True):
             handles.append(stage.register_forward_pre_hook(
-                lambda module, args, key=key: started.__setitem__(key, time.perf_counter())))
+                lambda module, args, key=key: started.__setitem__((threading.get_ident(), key), time.perf_counter())))
             handles.append(stage.register_forward_hook(
                 lambda module, args, output, key=key: timings.__setitem__(
-                    key, timings[key] + time.perf_counter() - started[key])))
+                    key, timings[key] + time.perf_counter() - started[threading.get_ident(), key])))
         try:
             yield
         finally:
@@ -185,9 +187,10 @@ class GACPipeline(nn.Module):
             run_tile = self._tile_runner(month, biome, variant.seed, stages)
             s1_variant = variant.apply(s1)
             if max(s1.shape[1:]) <= tile:
-                outputs = run_tile(s1_variant)
+                outputs = {name: dn[0] for name, dn in run_tile(s1_variant[None]).items()}
             else:
-                outputs = tiled_apply_array(s1_variant, run_tile, tile=tile, overlap=overlap, progress=progress)
+                outputs = tiled_apply_array(s1_variant, run_tile, tile=tile, overlap=overlap, progress=progress,
+                                            batch=self.config.window_batch, workers=self._window_workers(stages))
             return {name: variant.undo(dn) for name, dn in outputs.items()}
 
         spread = {}
@@ -225,6 +228,14 @@ class GACPipeline(nn.Module):
             for stage, value in zip(generators, saved, strict=True):
                 stage.config.timesteps = value
 
+    def _window_workers(self, stages) -> int:
+        """How many windows run side by side, each on one torch thread: on CPU, one per torch thread,
+        which keeps the cores busier than one window's operations split over them (issue 15:
+        ``python -m bench.scene``). One on an accelerator, and when a stage samples (its seeded
+        random stream must see the windows in one order)."""
+        device, _ = self.placement()
+        return 1 if device.type != "cpu" or self.generators(stages) else torch.get_num_threads()
+
     def generators(self, stages=ALL_STAGES) -> list[nn.Module]:
         """The stages among ``stages`` that sample (generate mode): stage 1 and/or stage 3. With any,
         the test-time variants of ``uncertainty`` are seeds rather than dihedral transforms."""
@@ -248,18 +259,18 @@ class GACPipeline(nn.Module):
         return torch.device("cpu"), torch.float32
 
     def _tile_runner(self, month, biome, seed, stages):
-        """A function (2, h, w) -> {"opt_v1", "opt_v2", "opt_v3"}, run on one window.
+        """A function (n, 2, h, w) -> {"opt_v1", "opt_v2", "opt_v3": (n, 12, h, w)}, run on a stack of windows.
 
         Inputs go to the model's device and dtype (``placement``); outputs come back as CPU float32.
         """
         device, dtype = self.placement()
 
-        def run_tile(s1_window: np.ndarray) -> dict[str, np.ndarray]:
+        def run_tile(s1_windows: np.ndarray) -> dict[str, np.ndarray]:
             # Pad symmetrically to a multiple of 16 and crop exactly the same pixels back.
-            s1 = torch.from_numpy(np.ascontiguousarray(s1_window))[None].to(device=device, dtype=dtype)
+            s1 = torch.from_numpy(np.ascontiguousarray(s1_windows)).to(device=device, dtype=dtype)
             s1, pads = pad_to_multiple(s1)
             outputs = self(s1, month, biome, seed=seed, stages=stages)
-            return {name: crop_pads(v, pads)[0].float().clamp(min=0).cpu().numpy()  # DN >= 0
+            return {name: crop_pads(v, pads).float().clamp(min=0).cpu().numpy()  # DN >= 0
                     for name, v in outputs.items()}
 
         return run_tile
@@ -307,8 +318,9 @@ class GACPipeline(nn.Module):
                 writers[name].write_rows(row0, block, valid_mask=masks[row0])
 
             with self._generate_timesteps(timesteps), self._stage_timer(timings):
-                tiled_apply(read, source.height, source.width, run_tile, write,
-                            tile=self.config.tile_size, overlap=self.config.tile_overlap, progress=progress)
+                tiled_apply(read, source.height, source.width, run_tile, write, tile=self.config.tile_size,
+                            overlap=self.config.tile_overlap, batch=self.config.window_batch,
+                            workers=self._window_workers(stages), progress=progress)
             notes = (list(source.notes) + _skip_notes(stages) + self._conditioning_notes(month, biome, stages)
                      + self.unpinned_notes())
         return {"paths": paths, "month": month, "notes": notes, "timings_s": timings}

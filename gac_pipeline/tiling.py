@@ -8,6 +8,7 @@ does not grow with the image height.
 """
 
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -174,6 +175,14 @@ def blend_weights(tile_h: int, tile_w: int, overlap: int, *, flat: Collection[st
     return np.maximum(np.outer(rows, cols), WEIGHT_FLOOR).astype(np.float32)
 
 
+def _unstack(outputs: dict[str, np.ndarray], count: int) -> list[dict[str, np.ndarray]]:
+    """fn's outputs for a stack of `count` windows, {name: (count, ...)}, as one dict per window."""
+    for name, out in outputs.items():
+        if len(out) != count:
+            raise ValueError(f"fn output {name!r} holds {len(out)} windows for a stack of {count}")
+    return [{name: out[k] for name, out in outputs.items()} for k in range(count)]
+
+
 def tiled_apply(
     read: Callable[[int, int, int, int], np.ndarray],
     height: int,
@@ -186,6 +195,8 @@ def tiled_apply(
     out_channels: int = 12,
     progress: bool = True,
     desc: str = "windows",
+    batch: int = 1,
+    workers: int = 1,
 ) -> None:
     """Applies `fn` over overlapping windows and streams the blended result out row by row.
 
@@ -200,9 +211,10 @@ def tiled_apply(
             always lies inside the image.
         height: Image height.
         width: Image width.
-        fn: Maps a window (C, h, w) to {name: (out_channels, h, w)}, the same names for every
-            window. Windows are tile x tile, or the whole extent along an axis shorter than
-            tile, so fn must accept any size (pipelines pad internally).
+        fn: Maps a stack of up to `batch` windows of one window row (n, C, h, w) to
+            {name: (n, out_channels, h, w)}, the same names for every stack. Windows are
+            tile x tile, or the whole extent along an axis shorter than tile, so fn must accept
+            any size (pipelines pad internally).
         write: write(name, row0, block) receives finished rows (out_channels, n_rows, width)
             float32; per name, rows arrive in increasing order and each row exactly once.
         tile: Window size in pixels.
@@ -210,11 +222,22 @@ def tiled_apply(
         out_channels: Channels of every output of fn.
         progress: Show a tqdm progress bar over windows.
         desc: Label of the progress bar.
+        batch: Windows per call of fn (stacked); a model then runs each operation on more
+            data at once, which pays on CPU for small windows.
+        workers: Calls of fn run at once, each in its own thread with one torch thread (a
+            per-thread setting) and the caller's grad and inference mode: on CPU, windows
+            side by side keep the cores busier than one window's operations split over them.
+            For a thread-safe fn only. `read`, blending and `write` stay in the calling thread.
+
+        The result does not depend on batch or workers, as long as fn's result for a window
+        does not depend on the other windows of its stack.
 
     Raises:
-        ValueError: On an empty image, a bad tile/overlap, or an fn output with the wrong
-            shape or names.
+        ValueError: On an empty image, a bad tile/overlap/batch/workers, or an fn output with
+            the wrong shape or names.
     """
+    if batch < 1 or workers < 1:
+        raise ValueError(f"batch and workers must be at least 1, got batch={batch}, workers={workers}")
     row_starts = window_starts(height, tile, overlap)
     col_starts = window_starts(width, tile, overlap)
     win_h, win_w = min(tile, height), min(tile, width)
@@ -224,32 +247,46 @@ def tiled_apply(
     weight_sum = np.zeros((win_h, width), np.float32)
     sums: dict[str, np.ndarray] = {}
 
-    with tqdm(total=len(row_starts) * len(col_starts), desc=desc, disable=not progress) as bar:
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    def run(windows: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        # Grad and inference mode are per thread: a worker takes the caller's.
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            return _unstack(fn(np.stack(windows)), len(windows))
+
+    with (tqdm(total=len(row_starts) * len(col_starts), desc=desc, disable=not progress) as bar,
+          ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool):
         for i, row in enumerate(row_starts):
-            for col in col_starts:
-                border = {
-                    "top": row == 0,
-                    "bottom": row + win_h == height,
-                    "left": col == 0,
-                    "right": col + win_w == width,
-                }
-                weights = blend_weights(win_h, win_w, overlap, flat=[side for side, on in border.items() if on])
-                outputs = fn(read(row, col, win_h, win_w))
-                if not sums:
-                    if not outputs:
-                        raise ValueError("fn returned no outputs")
-                    sums = {name: np.zeros((out_channels, win_h, width), np.float32) for name in outputs}
-                if set(outputs) != set(sums):
-                    raise ValueError(f"fn returned outputs {sorted(outputs)}, expected {sorted(sums)}")
-                for name, out in outputs.items():
-                    out = np.asarray(out, dtype=np.float32)
-                    if out.shape != (out_channels, win_h, win_w):
-                        raise ValueError(
-                            f"fn output {name!r} has shape {out.shape}, expected {(out_channels, win_h, win_w)}"
-                        )
-                    sums[name][:, :, col : col + win_w] += weights * out
-                weight_sum[:, col : col + win_w] += weights
-                bar.update()
+            # `workers` calls of up to `batch` windows each at a time: at most that many
+            # windows' outputs wait to be blended.
+            for first in range(0, len(col_starts), batch * workers):
+                cols = col_starts[first : first + batch * workers]
+                windows = [read(row, col, win_h, win_w) for col in cols]
+                calls = [windows[k : k + batch] for k in range(0, len(windows), batch)]
+                results = map(run, calls) if workers == 1 else pool.map(run, calls)
+                for col, outputs in zip(cols, (out for result in results for out in result), strict=True):
+                    border = {
+                        "top": row == 0,
+                        "bottom": row + win_h == height,
+                        "left": col == 0,
+                        "right": col + win_w == width,
+                    }
+                    weights = blend_weights(win_h, win_w, overlap, flat=[side for side, on in border.items() if on])
+                    if not sums:
+                        if not outputs:
+                            raise ValueError("fn returned no outputs")
+                        sums = {name: np.zeros((out_channels, win_h, width), np.float32) for name in outputs}
+                    if set(outputs) != set(sums):
+                        raise ValueError(f"fn returned outputs {sorted(outputs)}, expected {sorted(sums)}")
+                    for name, out in outputs.items():
+                        out = np.asarray(out, dtype=np.float32)
+                        if out.shape != (out_channels, win_h, win_w):
+                            raise ValueError(
+                                f"fn output {name!r} has shape {out.shape}, expected {(out_channels, win_h, win_w)}"
+                            )
+                        sums[name][:, :, col : col + win_w] += weights * out
+                    weight_sum[:, col : col + win_w] += weights
+                    bar.update()
 
             next_row = row_starts[i + 1] if i + 1 < len(row_starts) else height
             done = next_row - row
@@ -271,7 +308,8 @@ def tiled_apply_array(
     Args:
         x: Input image (C, H, W); converted to float32.
         fn: As in `tiled_apply`.
-        **kwargs: Keyword arguments of `tiled_apply` (tile, overlap, out_channels, progress, desc).
+        **kwargs: Keyword arguments of `tiled_apply` (tile, overlap, out_channels, progress, desc,
+            batch, workers).
 
     Returns:
         {name: (out_channels, H, W) float32} for every output of fn.

@@ -11,6 +11,7 @@ import torch
 from app import handlers
 from gac_pipeline import __version__, hub
 from gac_pipeline.cli import main
+from gac_pipeline.configs import Stage3Config
 from gac_pipeline.hub import PIPELINE_CONFIG
 from gac_pipeline.pipeline import GACPipeline
 from tests import bad_inputs
@@ -20,6 +21,8 @@ VERSIONS = ("opt_v1", "opt_v2", "opt_v3")
 
 class Darken(torch.nn.Module):
     """A stage-3 stand-in whose output is far below 0 DN everywhere."""
+
+    config = Stage3Config(mode="regress")
 
     def forward(self, s1_db: torch.Tensor, opt_v2: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
         return opt_v2 - 1e6

@@ -136,6 +136,7 @@ class PerPixelStage1(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
+        self.config = Stage1Config(mode="regress")
         self.conv = torch.nn.Conv2d(2, 12, 1)
         torch.nn.init.normal_(self.conv.weight, std=50.0)
 
@@ -293,3 +294,50 @@ def test_generate_stages_1_and_3_share_one_s2l2a_tokenizer_when_equal():
     assert stage3.terramind.tokenizer[key] is stage1.terramind.tokenizer[key]
     assert sum(p.numel() for p in shared.parameters()) < count  # parameters() counts a shared module once
     np.testing.assert_array_equal(shared.translate(s1, seed=1).opt_v3, before)
+
+
+def test_half_resolution_decoder_keeps_full_resolution_detail():
+    from gac_pipeline.stages.heads import PixelDecoder
+
+    torch.manual_seed(0)
+    decoder = PixelDecoder(token_dim=16, pixel_channels=3, width=8, blocks=2, cond_dim=4, stride=2).eval()
+    tokens, pixels, cond = torch.randn(2, 16, 4, 4), torch.randn(2, 3, 64, 64), torch.randn(2, 4)
+    assert torch.equal(decoder(tokens, pixels, cond), torch.zeros(2, 12, 64, 64))  # zero-initialised output
+    for parameter in decoder.parameters():
+        torch.nn.init.normal_(parameter, std=0.2)
+    with torch.no_grad():
+        out = decoder(tokens, pixels, cond)
+        nudged = pixels.clone()
+        nudged[:, :, 31, 31] += 1.0  # one input pixel
+        change = (decoder(tokens, nudged, cond) - out).abs().sum(dim=(0, 1))
+    assert out.shape == (2, 12, 64, 64)
+    # The full-resolution path moves that pixel more than its neighbour in the same 2x2 cell:
+    # detail is not only what the half-resolution blocks upsample.
+    assert change[31, 31] > change[31, 30] > 0
+    assert decoder.blocks[0].depthwise.weight.shape[0] == 8
+    with pytest.raises(ValueError, match="stride"):
+        PixelDecoder(16, 3, stride=4)
+
+
+def test_stage_configs_without_a_decoder_stride_load_full_resolution_decoders():
+    config = Stage1Config.from_dict({"mode": "regress"})  # written before decoder_stride existed
+    assert config.decoder_stride == 1 and Stage1TerraMind.build(config).decoder.detail is None
+
+
+def test_windows_in_batches_and_side_by_side_give_the_same_scene(tiny_pipeline):
+    s1 = _s1(300, 420)[0].numpy()
+    threads, batch = torch.get_num_threads(), tiny_pipeline.config.window_batch
+    try:
+        torch.set_num_threads(1)
+        assert tiny_pipeline._window_workers(("1", "2", "3")) == 1
+        one_by_one = tiny_pipeline.translate(s1)
+        torch.set_num_threads(2)  # two windows side by side, each on one thread
+        tiny_pipeline.config.window_batch = 3
+        assert tiny_pipeline._window_workers(("1", "2", "3")) == 2
+        together = tiny_pipeline.translate(s1)
+    finally:
+        torch.set_num_threads(threads)
+        tiny_pipeline.config.window_batch = batch
+    for name in ("opt_v1", "opt_v2", "opt_v3"):
+        np.testing.assert_allclose(getattr(together, name), getattr(one_by_one, name), rtol=1e-4, atol=1e-2)
+    assert sum(together.timings_s.values()) > 0

@@ -180,7 +180,7 @@ MIX = np.random.default_rng(2).normal(size=(12, 2)).astype(np.float32)
 
 
 def _linear(window: np.ndarray) -> np.ndarray:
-    return np.einsum("oc,chw->ohw", MIX, window)
+    return np.einsum("oc,...chw->...ohw", MIX, window)  # one window (C, h, w) or a stack (n, C, h, w)
 
 
 def _two_outputs(window: np.ndarray) -> dict[str, np.ndarray]:
@@ -209,7 +209,7 @@ def test_tiling_small_or_odd_images(height: int, width: int) -> None:
     result = tiled_apply_array(x, fn, progress=False)
     np.testing.assert_allclose(result["opt"], _linear(x), rtol=1e-5, atol=1e-5)
     # Along an axis shorter than the tile, fn gets the whole extent.
-    assert set(shapes) == {(2, min(128, height), min(128, width))}
+    assert set(shapes) == {(1, 2, min(128, height), min(128, width))}
 
 
 def test_write_once_per_row_in_order() -> None:
@@ -231,6 +231,42 @@ def test_write_once_per_row_in_order() -> None:
         assert rows == list(range(height)), name
 
 
+@pytest.mark.parametrize(("batch", "workers"), [(4, 1), (1, 3), (3, 2)])
+def test_batches_and_workers_give_the_same_result(batch: int, workers: int) -> None:
+    x = _image(600, 400).numpy()
+    plain = tiled_apply_array(x, _two_outputs, tile=128, overlap=16, progress=False)
+    result = tiled_apply_array(x, _two_outputs, tile=128, overlap=16, progress=False, batch=batch, workers=workers)
+    for name in plain:
+        np.testing.assert_array_equal(result[name], plain[name])
+
+
+def test_windows_in_stacks_of_batch_and_workers_get_the_callers_grad_mode_and_one_thread() -> None:
+    x = _image(300, 500).numpy()
+    stacks: list[int] = []
+    threads = torch.get_num_threads()
+
+    def fn(windows: np.ndarray) -> dict[str, np.ndarray]:
+        assert windows.ndim == 4 and not torch.is_grad_enabled() and torch.is_inference_mode_enabled()
+        assert torch.get_num_threads() == 1
+        stacks.append(len(windows))
+        return _two_outputs(windows)
+
+    with torch.inference_mode():
+        tiled_apply_array(x, fn, tile=128, overlap=16, progress=False, batch=3, workers=2)
+    # 5 windows per row: a stack of 3 and one of the 2 left, for each of 3 window rows.
+    assert sorted(stacks) == [2, 2, 2, 3, 3, 3]
+    assert torch.get_num_threads() == threads  # the caller's own setting is untouched
+
+
+def test_bad_batch_or_workers_or_stack_outputs_are_rejected() -> None:
+    x = _image(200, 200).numpy()
+    for bad in ({"batch": 0}, {"workers": 0}):
+        with pytest.raises(ValueError, match="at least 1"):
+            tiled_apply_array(x, _two_outputs, progress=False, **bad)
+    with pytest.raises(ValueError, match="windows for a stack"):
+        tiled_apply_array(x, lambda w: _two_outputs(w[:1]), progress=False, batch=2)
+
+
 def test_bad_fn_output_is_rejected() -> None:
     x = _image(200, 200).numpy()
     with pytest.raises(ValueError, match="shape"):
@@ -250,7 +286,7 @@ def test_window_dependent_fn_blends_without_seams() -> None:
     x = np.stack([rows / 100, np.sin(cols / 40)])
 
     def add_window_mean(window: np.ndarray) -> dict[str, np.ndarray]:
-        return {"opt": _linear(window) + window.mean()}
+        return {"opt": _linear(window) + window.mean(axis=(1, 2, 3), keepdims=True)}
 
     offset = tiled_apply_array(x, add_window_mean, tile=tile, overlap=overlap, progress=False)["opt"] - _linear(x)
     assert np.isfinite(offset).all()

@@ -44,10 +44,13 @@ MINI_TERRAMIND = TerraMindSpec(size=None, pretrained=False, dim=96, depth=4, num
 
 def mini_pipeline(seed: int = 0) -> GACPipeline:
     torch.manual_seed(seed)
-    stage1 = Stage1TerraMind.build(Stage1Config(mode="regress", terramind=MINI_TERRAMIND))
-    stage2 = Stage2Prithvi.build(Stage2Config(embed_dim=96, depth=2, num_heads=4, lora_rank=8))
-    stage3 = Stage3Grounding.build(Stage3Config(mode="regress", terramind=MINI_TERRAMIND, lora_rank=0))
-    config = PipelineConfig(name="GAC-mini", trained=False,
+    # Decoders at half resolution: a quarter of their cost, most of a scene's time on CPU (issue 15).
+    stage1 = Stage1TerraMind.build(Stage1Config(mode="regress", terramind=MINI_TERRAMIND, decoder_stride=2))
+    stage2 = Stage2Prithvi.build(Stage2Config(embed_dim=96, depth=2, num_heads=4, lora_rank=8, head_stride=2))
+    stage3 = Stage3Grounding.build(Stage3Config(mode="regress", terramind=MINI_TERRAMIND, lora_rank=0,
+                                                decoder_stride=2))
+    # Windows of 256 px (issue 15: ``python -m bench.scene``, fewer overlaps to compute twice).
+    config = PipelineConfig(name="GAC-mini", trained=False, tile_size=256,
                             description="small TerraMind/Prithvi-architecture stages, random init")
     return GACPipeline(stage1, stage2, stage3, config)
 

@@ -227,7 +227,8 @@ class TerraMindStage(Stage):
             encoder = tm.build_encoder_from_spec(config.terramind, modalities=modalities)
             pixel_channels = sum(tm.INPUT_CHANNELS[m] for m in modalities)
             decoder = PixelDecoder(tm.encoder_dim(encoder), pixel_channels,
-                                   width=config.decoder_width, blocks=config.decoder_blocks)
+                                   width=config.decoder_width, blocks=config.decoder_blocks,
+                                   stride=config.decoder_stride)
             stage = cls(config, encoder, decoder)
         if config.lora_rank > 0:
             stage.lora_config = add_lora(stage.terramind, rank=config.lora_rank, alpha=config.lora_alpha,

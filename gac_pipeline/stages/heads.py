@@ -2,6 +2,9 @@
 
 A ViT with 16-px patches sees a 128-px tile as 8x8 tokens; decoding from tokens alone gives
 blur, so every head also gets a full-resolution convolutional path from the input pixels.
+
+The full-resolution convolutions were most of a scene's time on CPU; GAC-mini's decoders run
+their blocks at half resolution (``stride=2``, issue 15).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ class ConvNeXtBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.project(F.gelu(self.expand(self.norm(self.depthwise(x)))))
-        return x + self.scale * y
+        return torch.addcmul(x, self.scale, y)  # x + scale * y in one pass
 
 
 class FiLM(nn.Module):
@@ -43,32 +46,42 @@ class FiLM(nn.Module):
 
 
 class PixelDecoder(nn.Module):
-    """Fuse a token grid with full-resolution pixels and predict ``out_channels`` per pixel.
+    """Fuse a token grid with the input pixels and predict ``out_channels`` per pixel.
+
+    With ``stride`` 2 the ConvNeXt blocks run at half resolution (a quarter of the cost, which is
+    most of a window's time on CPU) and a light full-resolution path (one 3x3 convolution on the
+    input pixels) joins them just before the output, so pixel-sharp input detail still reaches it.
 
     Args:
         token_dim: Channels of the token grid (the ViT's embedding size).
         pixel_channels: Channels of the full-resolution input pixels.
         out_channels: Output channels (12 S2L2A bands).
         width: Feature width of the decoder.
-        blocks: Number of ConvNeXt blocks at full resolution.
+        blocks: Number of ConvNeXt blocks.
         cond_dim: Size of a conditioning vector for FiLM (0 disables conditioning).
+        stride: Resolution of the blocks: 1 full, 2 half.
+        detail_width: Channels of the full-resolution path when ``stride`` is 2.
     """
 
     def __init__(self, token_dim: int, pixel_channels: int, out_channels: int = 12, *,
-                 width: int = 32, blocks: int = 2, cond_dim: int = 0):
+                 width: int = 32, blocks: int = 2, cond_dim: int = 0, stride: int = 1, detail_width: int = 16):
         super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"decoder stride must be 1 or 2, got {stride}")
+        self.stride = stride
         self.tokens_in = nn.Conv2d(token_dim, width, 1)
-        self.upsample_refine = nn.ModuleList(
-            [nn.Conv2d(width, width, 3, padding=1) for _ in range(2)]  # two x4 steps = x16
-        )
+        # Tokens are at 1/16: up x4 then x4 (stride 1) or x2 (stride 2), a 3x3 refine after each.
+        self.up_factors = (4, 4 // stride)
+        self.upsample_refine = nn.ModuleList([nn.Conv2d(width, width, 3, padding=1) for _ in range(2)])
         self.pixels_in = nn.Sequential(
-            nn.Conv2d(pixel_channels, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(pixel_channels, width, 3, padding=1, stride=stride), nn.GELU(),
             nn.Conv2d(width, width, 3, padding=1),
         )
         self.fuse = nn.Conv2d(2 * width, width, 1)
         self.blocks = nn.ModuleList([ConvNeXtBlock(width) for _ in range(blocks)])
         self.films = nn.ModuleList([FiLM(cond_dim, width) for _ in range(blocks)]) if cond_dim else None
-        self.out = nn.Conv2d(width, out_channels, 1)
+        self.detail = nn.Conv2d(pixel_channels, detail_width, 3, padding=1) if stride > 1 else None
+        self.out = nn.Conv2d(width + (detail_width if stride > 1 else 0), out_channels, 1)
         # Zero-initialised output: an untrained head predicts exactly zero (mean image or
         # identity residual), never noise.
         nn.init.zeros_(self.out.weight)
@@ -76,12 +89,16 @@ class PixelDecoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor, pixels: torch.Tensor,
                 cond: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, token_dim, H/16, W/16) tokens and (B, pixel_channels, H, W) pixels -> (B, out_channels, H, W)."""
         x = self.tokens_in(tokens)
-        for refine in self.upsample_refine:
-            x = F.gelu(refine(F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)))
+        for refine, factor in zip(self.upsample_refine, self.up_factors, strict=True):
+            x = F.gelu(refine(F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)))
         x = self.fuse(torch.cat([x, self.pixels_in(pixels)], dim=1))
         for i, block in enumerate(self.blocks):
             x = block(x)
             if self.films is not None and cond is not None:
                 x = self.films[i](x, cond)
+        if self.detail is not None:
+            x = F.interpolate(x, scale_factor=self.stride, mode="bilinear", align_corners=False)
+            x = torch.cat([x, F.gelu(self.detail(pixels))], dim=1)
         return self.out(x)

@@ -115,7 +115,7 @@ class Stage2Prithvi(Stage):
     def build(cls, config: Stage2Config) -> Stage2Prithvi:
         prithvi = build_prithvi(config)
         head = PixelDecoder(prithvi.embed_dim, pixel_channels=12, width=config.head_width,
-                            blocks=config.head_blocks, cond_dim=config.cond_dim)
+                            blocks=config.head_blocks, cond_dim=config.cond_dim, stride=config.head_stride)
         stage = cls(config, prithvi, head, MonthBiomeEmbedding(config.cond_dim))
         if config.lora_rank > 0:
             stage.lora_config = add_lora(prithvi, rank=config.lora_rank, alpha=config.lora_alpha,
