@@ -126,8 +126,8 @@ class PipelineConfig(_JsonConfig):
     trained: bool = False
     tile_size: int = 128
     tile_overlap: int = 32
-    # Windows stacked into one forward by translate/translate_file: larger operations use the
-    # cores better on CPU (issue 15, ``python -m bench.scene``); memory grows with it.
+    # Windows stacked into one forward by translate/translate_file: pays on a GPU; on CPU it did
+    # not (issue 15, ``python -m bench.scene``), windows side by side do. Memory grows with it.
     window_batch: int = 1
     # Written by save_pretrained from the stage configs: {"stage1": [{"repo", "filename", "revision", "pinned"}]}
     base_models: dict = field(default_factory=dict)
