@@ -3,7 +3,7 @@
 Issue 15 asks for >= 0.5 Mpx/s on 2 cores at 2048 x 2048 px with a peak RSS under 3 GB and the
 shipped quality unchanged. Each row ("lever") changes one setting of the code as it was before
 issue 15 (``BEFORE``: 128-px windows overlapping by 32, one at a time on all torch threads,
-DEFLATE-compressed outputs); the last rows are the preset's and the code's defaults now and
+DEFLATE-compressed outputs, overviews built by the COG driver); the last rows are the preset's and the code's defaults now and
 variants of them. Every row runs in its own fresh Python process, one after another in one run,
 so the rows share whatever else the machine is doing (the load average is printed as they go)
 and compare side by side. In each process:
@@ -67,10 +67,10 @@ OLD_PARTIAL_OPTIONS = {"compress": "deflate", "blockysize": 16}
 # A row's settings; a key left out keeps the code's default. ``tile``/``overlap``/``batch``: the
 # windows and how many go through one forward (the preset's ``pipeline_config.json``: tile_size,
 # tile_overlap, window_batch); ``side_by_side``: False runs one window at a time on all torch
-# threads, as before issue 15 (``GACPipeline._window_workers``); ``cog``/``partial``:
+# threads, as before issue 15 (``GACPipeline._window_workers``); ``cog``/``partial``/``overviews_first``:
 # ``gac_pipeline.io.writer``'s options (None: the code's); ``threads``: torch.set_num_threads.
 BEFORE = {"tile": 128, "overlap": 32, "batch": 1, "side_by_side": False, "cog": OLD_COG_OPTIONS,
-          "partial": OLD_PARTIAL_OPTIONS}
+          "partial": OLD_PARTIAL_OPTIONS, "overviews_first": False}
 ROWS = {
     "before": BEFORE,
     "window 256": BEFORE | {"tile": 256},
@@ -78,6 +78,7 @@ ROWS = {
     "batches of 4 windows": BEFORE | {"batch": 4},
     "windows side by side": BEFORE | {"side_by_side": True},
     "COG zstd-1, raw strips": BEFORE | {"cog": None, "partial": None},
+    "overviews built first": BEFORE | {"overviews_first": True},
     "defaults now": {},
     "defaults, window 128": {"tile": 128},
     "defaults, overlap 16": {"overlap": 16},
@@ -162,6 +163,7 @@ def apply(settings: dict, pipeline) -> None:
         pipeline._window_workers = lambda stages: 1
     writer.COG_OPTIONS = settings.get("cog") or writer.COG_OPTIONS
     writer.PARTIAL_OPTIONS = settings.get("partial") or writer.PARTIAL_OPTIONS
+    writer.OVERVIEWS_FIRST = settings.get("overviews_first", writer.OVERVIEWS_FIRST)
     if settings.get("threads"):
         torch.set_num_threads(settings["threads"])
 

@@ -23,7 +23,7 @@ def test_quality_mosaics_lay_out_each_test_tile_once(tmp_path):
 
 
 def test_apply_sets_what_a_row_names(monkeypatch):
-    for module, name in ((writer, "COG_OPTIONS"), (writer, "PARTIAL_OPTIONS")):
+    for module, name in ((writer, "COG_OPTIONS"), (writer, "PARTIAL_OPTIONS"), (writer, "OVERVIEWS_FIRST")):
         monkeypatch.setattr(module, name, getattr(module, name))  # put back after the test
     threads = torch.get_num_threads()
     pipeline = load_preset("mini")
@@ -33,6 +33,7 @@ def test_apply_sets_what_a_row_names(monkeypatch):
         assert (config.tile_size, config.tile_overlap, config.window_batch) == (128, 8, 1)
         assert pipeline._window_workers(("1", "2", "3")) == 1
         assert writer.COG_OPTIONS["COMPRESS"] == "DEFLATE" and writer.PARTIAL_OPTIONS["compress"] == "deflate"
+        assert not writer.OVERVIEWS_FIRST
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)

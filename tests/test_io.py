@@ -20,6 +20,7 @@ from gac_pipeline.io import (
     read_s1,
     read_s2,
     write_optical,
+    writer,
 )
 
 BENV1 = DEFAULT_DATA_DIR / "benv1" / "S2A_MSIL2A_20170613T101031_39_24"
@@ -377,6 +378,30 @@ def test_optical_writer_strips_equal_whole_write_as_cogs(tmp_path):
         np.testing.assert_array_equal(strips.read(), whole.read())
         assert np.isnan(strips.read(1)[290:, :5]).all()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["strips.tif", "whole.tif"]  # no .partial left
+
+
+@pytest.mark.parametrize(("height", "width"), [(300, 500), (640, 520), (1100, 700), (2049, 90), (90, 2048), (1025, 3000)])
+def test_overviews_built_first_equal_the_cog_drivers_own(tmp_path, monkeypatch, height, width):
+    rng = np.random.default_rng(0)
+    dn = rng.uniform(0, 3000, (12, height, width)).astype(np.float32)
+    valid = np.ones((height, width), bool)
+    valid[:37, :50] = False  # NaN in the averages too
+    profile = {"crs": CRS.from_epsg(32633), "transform": bad_inputs.TRANSFORM}
+    for first in (True, False):
+        monkeypatch.setattr(writer, "OVERVIEWS_FIRST", first)
+        with OpticalWriter(tmp_path / f"{first}.tif", profile, height, width) as out:
+            out.write_rows(0, dn, valid)
+    with rasterio.open(tmp_path / "True.tif") as ours, rasterio.open(tmp_path / "False.tif") as drivers:
+        assert ours.overviews(1) == drivers.overviews(1) == writer.overview_factors(height, width)
+        np.testing.assert_array_equal(ours.read(), drivers.read())
+        for level, factor in enumerate(ours.overviews(1)):
+            with rasterio.open(tmp_path / "True.tif", overview_level=level) as a, rasterio.open(
+                    tmp_path / "False.tif", overview_level=level) as b:
+                # Ours keep a partial last row/column of blocks (sizes rounded up); where the
+                # image divides evenly they are the driver's own averages, value for value.
+                assert a.shape == (-(-height // factor), -(-width // factor))
+                if height % factor == 0 and width % factor == 0:
+                    np.testing.assert_array_equal(a.read(), b.read())
 
 
 def test_optical_writer_leaves_nothing_when_the_run_fails(tmp_path):

@@ -13,6 +13,7 @@ from typing import Self
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
@@ -27,6 +28,18 @@ COG_OPTIONS = {"BLOCKSIZE": 512, "COMPRESS": "ZSTD", "LEVEL": 1, "PREDICTOR": "Y
 # The strip file the rows go to before the COG copy: uncompressed, so a strip can be written in
 # parts (rows arrive in any chunking) and nothing is compressed twice.
 PARTIAL_OPTIONS = {"blockysize": 16}
+# Build the overviews (2x2 averages, at the COG driver's levels) on that uncompressed file before
+# the copy, which then reuses them rather than averaging from its own compressed copy. Where the
+# image divides evenly they equal the driver's own; elsewhere they also keep the last partial block.
+OVERVIEWS_FIRST = True
+
+
+def overview_factors(height: int, width: int, block: int = COG_OPTIONS["BLOCKSIZE"]) -> list[int]:
+    """The COG driver's automatic overview levels: halved (rounding down) until the image fits in one block."""
+    factors: list[int] = []
+    while max(height, width) // (factors[-1] if factors else 1) > block:
+        factors.append(2 * (factors[-1] if factors else 1))
+    return factors
 
 
 class OpticalWriter:
@@ -111,6 +124,9 @@ class OpticalWriter:
         """Write ``path`` as a Cloud-Optimized GeoTIFF (with overviews) from the strips written."""
         if self._dataset.closed:
             return
+        factors = overview_factors(self.height, self.width)
+        if OVERVIEWS_FIRST and factors:
+            self._dataset.build_overviews(factors, Resampling.average)
         self._dataset.close()
         try:
             with warnings.catch_warnings():
