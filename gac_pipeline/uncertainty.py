@@ -12,14 +12,14 @@ Per stage the spread is the standard deviation over the variants (population, dd
 the per-pixel mean of B02, B03, B04 and B08 (``METRIC_BANDS``), in DN; the mean over the
 variants of all 12 bands comes with it.
 
-Not shipped: an ensemble of cross-validation fold models (the presets do not ship fold
-weights) and a learned scale head. The head (``training.train_uncertainty``: a Laplace-NLL conv
-head on out-of-fold residuals, combined as sqrt(spread^2 + scale^2)) was measured and does not
-clearly point at the errors better: cross-validated Spearman within -0.05..+0.05 for every
-setting tried (opt_v3 0.007 for the chosen one), on the clear test tiles opt_v3 0.120 against
-the spread's 0.068, a paired gain of +0.05 [-0.07, 0.09]. It is calibrated where the spread is
-not (|error| <= std on 0.78-0.86 of the pixels, against 0.02-0.07): the spread, ~10-20 DN
-against a median |error| of ~180-240 DN, is no error bar.
+Not shipped, measured side by side by ``training.train_uncertainty --test`` (README, Uncertainty):
+a learned scale head (a Laplace-NLL conv head on out-of-fold residuals, combined as
+sqrt(spread^2 + scale^2)) and an ensemble of the cross-validation fold chains. On the clear test
+tiles, opt_v3's Spearman with |error| is 0.092 for the spread, 0.099 combined with the learned
+scale (paired gain +0.007 [-0.105, 0.050]) and 0.046 for the ensemble (-0.046 [-0.145, -0.010]).
+The learned scale is calibrated where the spread is not (|error| <= std on ~0.8-0.9 of the
+pixels, against 0.02-0.10): the spread, 7-28 DN against a median |error| of 170-240 DN, is no
+error bar.
 """
 
 from __future__ import annotations

@@ -190,3 +190,27 @@ def test_the_scale_head_runs_in_strips_like_one_pass():
     assert not np.allclose(head.std(s1, dn, "opt_v1"), whole)  # the one-hot stage input counts
     with pytest.raises(ValueError, match="unknown output"):
         head.std(s1, dn, "opt_v4")
+
+
+def test_fold_chains_take_each_stage_from_its_own_fold_run(tmp_path):
+    """The ensemble's member k chains stage 1, 2 and 3 of fold k, not the final models the fold folders
+    of stages 2 and 3 were started from."""
+    from conftest import build_tiny_pipeline
+
+    from training.train_uncertainty import fold_chains
+
+    def weights(module):
+        return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+    saved = {}
+    for fold in (0, 1):
+        for number, stage in enumerate(("stage1", "stage2", "stage3")):
+            saved[fold, stage] = build_tiny_pipeline(seed=10 * fold + number)
+            saved[fold, stage].save_pretrained(tmp_path / stage / f"fold{fold}")
+        (tmp_path / "stage3" / f"fold{fold}_train").mkdir()  # a fold run's work folder is no member
+    chains = fold_chains(tmp_path)
+    assert len(chains) == 2
+    for fold, chain in enumerate(chains):
+        for stage in ("stage1", "stage2", "stage3"):
+            assert torch.equal(weights(getattr(chain, stage)), weights(getattr(saved[fold, stage], stage)))
+        assert not torch.equal(weights(chain.stage1), weights(saved[fold, "stage3"].stage1))

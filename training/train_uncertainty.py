@@ -25,19 +25,21 @@ averaged over the 32 pool tiles. ``SETTINGS`` is the best mean over the three ou
 ``--test`` reads the test split (the only thing here that does), after everything is fixed;
 its intervals are the ablation's cluster bootstrap (``eval.ablation.cluster_bootstrap``).
 
-Measured on runs/mini2 (presets/mini's chosen steps 400 / 150 / 150):
+``--test`` also measures an ensemble where ``--work-dir`` has the fold runs: the std over the
+preset's chain and the fold chains (``fold_chains``: each stage's fold k, at the end of its run,
+since fold runs keep only their last weights), alone and combined with the spread.
 
-- cross-validation, the learned scale alone (spread not measurable: no fold chains at those
-  steps): every setting of GRID within -0.05..+0.05 per output; the chosen one (width 8, two
-  3x3 layers, with SAR, 1000 steps) opt_v1 0.017, opt_v2 0.065, opt_v3 0.007; 4000 steps
-  0.001 / 0.104 / 0.012 while fitting its own training tiles to 0.07 / 0.24 / 0.23 (it memorises,
-  it does not generalise); unfitted maps for scale: the output's brightness 0.010 / 0.106 / 0.015;
-- clear test tiles (15, 7 clusters), opt_v3: spread 0.068 [0.013, 0.229], learned 0.118
-  [0.068, 0.241], combined 0.120 [0.070, 0.243]; the paired gain combined - spread +0.052
-  [-0.074, 0.091] (opt_v2 +0.133 [-0.085, 0.202]);
-- calibration (fraction of pixels with |error| <= std; a Laplace expects 0.76): spread 0.02-0.07
-  (its median std is ~10-20 DN against a median |error| of ~180-240 DN), learned and combined
-  0.78-0.86 (the combined std is the learned one: the spread is ~5% of it).
+Measured on the previous GAC-mini (runs/mini2, chosen steps 400 / 150 / 150) for ``--cv``: every
+setting of GRID within -0.05..+0.05 per output; the chosen one (width 8, two 3x3 layers, with
+SAR, 1000 steps) opt_v1 0.017, opt_v2 0.065, opt_v3 0.007; 4000 steps 0.001 / 0.104 / 0.012 while
+fitting its own training tiles to 0.07 / 0.24 / 0.23 (it memorises, it does not generalise);
+unfitted maps for scale: the output's brightness 0.010 / 0.106 / 0.015.
+
+Measured on the shipped GAC-mini (``--work-dir runs/lite2 --test mini``, 15 clear test tiles in 7
+clusters), opt_v3: spread 0.092 [0.066, 0.178], learned 0.096, combined 0.099, ensemble 0.046
+[0.009, 0.093], ensemble + spread 0.072; paired against the spread: combined +0.007 [-0.105,
+0.050], ensemble -0.046 [-0.145, -0.010]. Calibration (fraction of pixels with |error| <= std;
+a Laplace expects 0.76): spread 0.02-0.10, learned and combined 0.79-0.87, ensemble 0.13-0.33.
 """
 
 from __future__ import annotations
@@ -429,10 +431,28 @@ def describe_source(data: Residuals, steps: dict[str, int], folds: int) -> str:
 # ----------------------------------------------------------------------------- the test report
 
 
-def test_report(head: ScaleHead, preset: str, data_dir: Path, *, uncertainty: int = 8, seed: int = 0,
-                bootstrap: int = 2000) -> dict:
+def fold_chains(work_dir: Path) -> list:
+    """The chain of each cross-validation fold: stage N from ``<work_dir>/stageN/fold<k>`` (the weights at the
+    end of the fold run, not at the chosen step: fold runs keep only their last weights)."""
+    from gac_pipeline.presets import load_preset
+
+    chains = []
+    for fold_dir in sorted((Path(work_dir) / "stage3").glob("fold[0-9]*"), key=lambda d: d.name):
+        if fold_dir.name.endswith("_train"):
+            continue
+        chain = load_preset(str(fold_dir))
+        chain.stage1 = load_preset(str(Path(work_dir) / "stage1" / fold_dir.name)).stage1
+        chain.stage2 = load_preset(str(Path(work_dir) / "stage2" / fold_dir.name)).stage2
+        chains.append(chain)
+    return chains
+
+
+def test_report(head: ScaleHead, preset: str, data_dir: Path, *, folds: list | None = None, uncertainty: int = 8,
+                seed: int = 0, bootstrap: int = 2000) -> dict:
     """Spread, learned scale and combined, side by side on the clear test tiles: Spearman per output
-    (mean and the ablation's cluster-bootstrap interval) and coverage (|error| <= std)."""
+    (mean and the ablation's cluster-bootstrap interval) and coverage (|error| <= std). With ``folds``
+    (``fold_chains``) also the ensemble: the std over the preset's and the fold chains' outputs of
+    ``band_mean``, alone and combined with the spread."""
     from eval.ablation import cluster_bootstrap, run_pipeline, scored_pairs
     from gac_pipeline.data import PairDataset, scene_clusters
     from gac_pipeline.presets import load_preset
@@ -442,21 +462,26 @@ def test_report(head: ScaleHead, preset: str, data_dir: Path, *, uncertainty: in
     keep = [i for i, info in enumerate(pairs) if info.clear_land]
     pipeline = load_preset(preset)
     dataset = PairDataset([pairs[i] for i in keep])
-    sources = ("spread", "learned", "combined")
+    sources = ("spread", "learned", "combined") + (("ensemble", "ensemble + spread") if folds else ())
     per_tile = {source: {name: [] for name in OUTPUT_NAMES} for source in sources}
     maps = {source: {name: [] for name in OUTPUT_NAMES} for source in sources}
     predictions, targets = {name: [] for name in OUTPUT_NAMES}, []
     for index in range(len(dataset)):
         item = dataset[index]
         out = run_pipeline(pipeline, item, seed=seed, uncertainty=uncertainty)
+        members = [run_pipeline(chain, item, seed=seed) for chain in folds or ()]
         s1, target = item["s1"].numpy(), item["s2"].numpy()
         targets.append(target)
         for name in OUTPUT_NAMES:
             prediction = getattr(out, name)
             predictions[name].append(prediction)
             learned = head.std(s1, prediction, name)
-            for source, std in (("spread", out.std[name]), ("learned", learned),
-                                ("combined", combine(out.std[name], learned))):
+            stds = {"spread": out.std[name], "learned": learned, "combined": combine(out.std[name], learned)}
+            if members:
+                outputs = [prediction, *(getattr(member, name) for member in members)]
+                stds["ensemble"] = np.stack([band_mean(o) for o in outputs]).std(axis=0).astype(np.float32)
+                stds["ensemble + spread"] = combine(out.std[name], stds["ensemble"])
+            for source, std in stds.items():
                 maps[source][name].append(std)
                 per_tile[source][name].append(error_spearman(std, prediction, target))
     tile_clusters = [clusters[i] for i in keep]
@@ -479,7 +504,7 @@ def test_report(head: ScaleHead, preset: str, data_dir: Path, *, uncertainty: in
 
 
 def paired_gains(report: dict, *, seed: int = 0, bootstrap: int = 2000) -> dict:
-    """Per output, learned - spread and combined - spread per tile, averaged with the ablation's cluster
+    """Per output, each other source - spread per tile, averaged with the ablation's cluster
     bootstrap: {output: {"learned - spread": {mean, lo, hi}, ...}}."""
     from eval.ablation import cluster_bootstrap
 
@@ -487,7 +512,7 @@ def paired_gains(report: dict, *, seed: int = 0, bootstrap: int = 2000) -> dict:
     for name in OUTPUT_NAMES:
         spread = np.array(report["sources"]["spread"][name]["per_tile"])
         gains[name] = {}
-        for source in ("learned", "combined"):
+        for source in (s for s in report["sources"] if s != "spread"):
             difference = np.array(report["sources"][source][name]["per_tile"]) - spread
             estimate = cluster_bootstrap(difference, report["clusters"], seed=seed, resamples=bootstrap)
             gains[name][f"{source} - spread"] = {"mean": estimate.mean, "lo": estimate.lo, "hi": estimate.hi}
@@ -509,8 +534,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cv", action="store_true", help="cross-validate GRID (slow) and write cv.json")
-    parser.add_argument("--test", metavar="PRESET", help="report the three sources on the clear test tiles with "
-                                                         "this preset's chain (its own head is not used)")
+    parser.add_argument("--test", metavar="PRESET", help="report the sources on the clear test tiles with this "
+                                                         "preset's chain (its own head is not used) and, where "
+                                                         "--work-dir has them, its fold chains as an ensemble")
     parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_STEPS} steps (tests)")
     return parser.parse_args(argv)
 
@@ -542,7 +568,7 @@ def main(argv: list[str] | None = None) -> dict:
     head.save(args.out / SCALE_HEAD_DIR)
     record.update(settings=asdict(settings), parameters=sum(p.numel() for p in head.parameters()))
     if args.test:
-        report = test_report(head, args.test, args.data, seed=args.seed)
+        report = test_report(head, args.test, args.data, folds=fold_chains(args.work_dir), seed=args.seed)
         (args.out / TEST_FILE).write_text(json.dumps(report, indent=2) + "\n")
         for source, entry in report["sources"].items():
             print(f"test {source:9s}: " + "  ".join(
