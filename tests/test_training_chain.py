@@ -104,6 +104,16 @@ def test_later_stages_train_on_out_of_fold_outputs(chain):
         assert set(stored) == set(pool.names) and stored[pool.names[0]].shape == (12, 120, 120)
 
 
+def test_cv_table_command_prints_what_train_mini_chose(chain, capsys):
+    root, record = chain
+    for stage in ("stage1", "stage3"):
+        choice = cv.main([str(root / "work"), stage])
+        assert choice.step == record["chosen_steps"][stage]
+        assert json.dumps(choice.table) == json.dumps(record["cross_validation"][stage])  # NaN-safe
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 2 + len(choice.table) and sum("<- chosen" in line for line in lines) == 1
+
+
 def test_grouped_folds_keep_touching_patches_together():
     names = ["S2A_X_T33UUP_10_10", "S2A_X_T33UUP_10_11", "S2A_X_T33UUP_11_12", "S2A_X_T33UUP_30_30",
              "S2A_Y_T33UUP_10_12", "other_tile", "S2B_Z_5_5"]

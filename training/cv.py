@@ -225,3 +225,34 @@ def choose_step(pool: common.TileSet, fold_dirs: list[Path], *, allow_start: boo
     predictions = {name: stored[f"{best['step']}/{name}"] for name in pool.names}
     return Choice(step=best["step"], schedule_steps=records[0]["schedule_steps"], table=table,
                   predictions=predictions, producers=producers)
+
+
+def main(argv: list[str] | None = None) -> Choice:
+    """Print a stage's cross-validation table from its fold runs (``train_mini``'s or an experiment's)."""
+    import argparse
+
+    from gac_pipeline.data import DEFAULT_DATA_DIR
+
+    parser = argparse.ArgumentParser(description="Print the cross-validated scores of every recorded step of a "
+                                                 "stage's fold runs, and the step train_mini would choose.")
+    parser.add_argument("work_dir", type=Path, help="a train_mini work folder (holding <stage>/fold<k>_train/)")
+    parser.add_argument("stage", choices=("stage1", "stage2", "stage3", "control"))
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--folds", type=int, default=3)
+    args = parser.parse_args(argv)
+    fold_dirs = [args.work_dir / args.stage / f"fold{k}_train" for k in range(args.folds)]
+    choice = choose_step(common.load_pool(args.data), fold_dirs, allow_start=args.stage in ("stage2", "stage3"),
+                         grounding=args.stage == "stage3")
+    rule = (f"the smallest SAR-edge gap within {GROUNDING_PSNR_TOLERANCE} dB PSNR of step 0" if args.stage == "stage3"
+            else "the best CV score outside the warm-up")
+    print(f"{args.work_dir} {args.stage}: CV score = {CV_SCORE_TEXT}; chosen: {rule}")
+    print(" step  PSNR dB  structure_r  sharpness  SAR-edge gap  CV score")
+    for row in choice.table:
+        mark = " <- chosen" if row["step"] == choice.step else ("" if row["eligible"] else "  (not eligible)")
+        print(f"{row['step']:5d}  {row['psnr']:7.2f}  {row['structure_r']:11.3f}  {row['sharpness']:9.3f}  "
+              f"{row['sar_edge_gap']:12.3f}  {row['cv_score']:8.2f}{mark}")
+    return choice
+
+
+if __name__ == "__main__":
+    main()
