@@ -15,11 +15,11 @@ variants of all 12 bands comes with it.
 Not shipped, measured side by side by ``training.train_uncertainty --test`` (README, Uncertainty):
 a learned scale head (a Laplace-NLL conv head on out-of-fold residuals, combined as
 sqrt(spread^2 + scale^2)) and an ensemble of the cross-validation fold chains. On the clear test
-tiles, opt_v3's Spearman with |error| is 0.092 for the spread, 0.099 combined with the learned
-scale (paired gain +0.007 [-0.105, 0.050]) and 0.046 for the ensemble (-0.046 [-0.145, -0.010]).
-The learned scale is calibrated where the spread is not (|error| <= std on ~0.8-0.9 of the
-pixels, against 0.02-0.10): the spread, 7-28 DN against a median |error| of 170-240 DN, is no
-error bar.
+tiles, opt_v3's Spearman with |error| is 0.091 for the spread, 0.116 combined with the learned
+scale (paired gain +0.026 [-0.231, 0.109]) and 0.086 for the ensemble (-0.005 [-0.101, 0.043]):
+no source resolves a gain. The learned scale is calibrated where the spread is not (|error| <= std
+on ~0.85 of the pixels, against 0.02-0.12): the spread, 7-34 DN against a median |error| of
+170-240 DN, is no error bar.
 """
 
 from __future__ import annotations

@@ -145,6 +145,11 @@ def test_choose_step_skips_the_warm_up_and_keeps_the_identity_only_when_allowed(
     choice = cv.choose_step(pool, dirs, allow_start=False)
     assert choice.step == 4 and set(choice.predictions) == set(pool.names)
     assert [row["eligible"] for row in choice.table] == [False, True, True]
+    # stages 2 and 3: only steps within the tolerance of step 0's PSNR (the mean image and the noisier
+    # step are several dB below it)
+    choice = cv.choose_step(pool, dirs, allow_start=True, psnr_tolerance=cv.ROLE_PSNR_TOLERANCE)
+    assert choice.step == 0 and [row["eligible"] for row in choice.table] == [True, False, False]
+    assert [r["eligible"] for r in cv.choose_step(pool, dirs, allow_start=True, psnr_tolerance=100).table] == [True] * 3
 
 
 def test_stage2_lora_8bit_and_unfreeze_options(chain, tmp_path):

@@ -12,9 +12,10 @@ The protocol ``train_mini`` runs for every stage and for the control:
    (``heldout.safetensors``), with the tile lists in ``fold.json``.
 4. :func:`choose_step` scores every recorded step on all pool tiles (each predicted by the fold
    model that never saw it) with :data:`CV_SCORE_TEXT`, and picks the best step outside the
-   warm-up (step 0 only for residual stages, where it is the identity); stage 3 instead takes
-   the step with the smallest SAR-edge gap among those within 0.3 dB PSNR of its input. The
-   chosen step's predictions are the out-of-fold inputs the next stage trains on.
+   warm-up (step 0 only for residual stages, where it is the identity). Stages 2 and 3 choose
+   only among steps within 0.3 dB PSNR of their input (step 0), so that neither gives back more
+   for its role; stage 3 takes the smallest SAR-edge gap among those instead of the best score.
+   The chosen step's predictions are the out-of-fold inputs the next stage trains on.
 5. The final fit trains on the whole pool for the chosen number of steps, on the learning-rate
    schedule the step was chosen on (``--schedule-steps S``).
 
@@ -46,8 +47,9 @@ STRUCTURE_WEIGHT = 10.0
 SHARPNESS_WEIGHT = 2.0
 CV_SCORE_TEXT = (f"mean over tiles of PSNR (dB) + {STRUCTURE_WEIGHT:g} x structure_r - {SHARPNESS_WEIGHT:g} x "
                  "|ln sharpness|")
-# Stage 3's role is SAR grounding: it may give back at most this much PSNR (dB) for a smaller gap.
-GROUNDING_PSNR_TOLERANCE = 0.3
+# Stages 2 (realism) and 3 (SAR grounding) may give back at most this much of their input's PSNR (dB)
+# for their role: the pictures issue's limit per stage.
+ROLE_PSNR_TOLERANCE = 0.3
 
 
 def grouped_folds(names: list[str], folds: int) -> list[list[int]]:
@@ -170,15 +172,16 @@ class Choice:
 
 
 def choose_step(pool: common.TileSet, fold_dirs: list[Path], *, allow_start: bool,
-                grounding: bool = False) -> Choice:
+                psnr_tolerance: float | None = None, grounding: bool = False) -> Choice:
     """Pick the step with the best CV score over all pool tiles from the fold runs' records.
 
     Args:
         pool: The tiles the folds were dealt from (targets and SAR for the scores).
         fold_dirs: The fold runs' work folders (with ``heldout.safetensors`` and ``fold.json``).
         allow_start: Step 0 may be chosen (residual stages: the identity).
-        grounding: Stage 3's rule instead of the CV score: of the steps whose mean PSNR is
-            within :data:`GROUNDING_PSNR_TOLERANCE` dB of step 0's (its input's), the one with the
+        psnr_tolerance: Only steps whose mean PSNR is within this many dB of step 0's (the
+            input's, for residual stages) may be chosen.
+        grounding: Stage 3's rule instead of the CV score: of the eligible steps, the one with the
             smallest mean SAR-edge gap (edges as SAR-consistent as a real tile's, no more).
 
     Raises:
@@ -211,10 +214,10 @@ def choose_step(pool: common.TileSet, fold_dirs: list[Path], *, allow_start: boo
         row = {"step": step, **{k: common.finite_mean(v) for k, v in scores.items()}, "cv_score": cv_score(scores)}
         row["eligible"] = step > warmup or (step == 0 and allow_start)
         table.append(row)
-    if grounding:
+    if psnr_tolerance is not None:
         start_psnr = table[0]["psnr"]
         for row in table:
-            row["eligible"] = row["eligible"] and row["psnr"] >= start_psnr - GROUNDING_PSNR_TOLERANCE
+            row["eligible"] = row["eligible"] and row["psnr"] >= start_psnr - psnr_tolerance
     eligible = [row for row in table if row["eligible"]]
     if not eligible:
         raise ValueError(f"no recorded step outside the warm-up ({warmup} steps): raise --max-steps")
@@ -241,10 +244,12 @@ def main(argv: list[str] | None = None) -> Choice:
     parser.add_argument("--folds", type=int, default=3)
     args = parser.parse_args(argv)
     fold_dirs = [args.work_dir / args.stage / f"fold{k}_train" for k in range(args.folds)]
-    choice = choose_step(common.load_pool(args.data), fold_dirs, allow_start=args.stage in ("stage2", "stage3"),
-                         grounding=args.stage == "stage3")
-    rule = (f"the smallest SAR-edge gap within {GROUNDING_PSNR_TOLERANCE} dB PSNR of step 0" if args.stage == "stage3"
-            else "the best CV score outside the warm-up")
+    residual = args.stage in ("stage2", "stage3")
+    choice = choose_step(common.load_pool(args.data), fold_dirs, allow_start=residual,
+                         psnr_tolerance=ROLE_PSNR_TOLERANCE if residual else None, grounding=args.stage == "stage3")
+    rule = {"stage2": f"the best CV score within {ROLE_PSNR_TOLERANCE} dB PSNR of step 0",
+            "stage3": f"the smallest SAR-edge gap within {ROLE_PSNR_TOLERANCE} dB PSNR of step 0"}.get(
+        args.stage, "the best CV score outside the warm-up")
     print(f"{args.work_dir} {args.stage}: CV score = {CV_SCORE_TEXT}; chosen: {rule}")
     print(" step  PSNR dB  structure_r  sharpness  SAR-edge gap  CV score")
     for row in choice.table:

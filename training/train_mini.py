@@ -11,9 +11,10 @@ one-network control (beside the chain: it does not depend on it):
    cluster: each trains without one fold for the YAML's ``max_steps`` and records its
    predictions for that fold at step 0 and every ``eval_every`` steps;
 2. the step with the best cross-validated score (``training.cv.CV_SCORE_TEXT``) outside the
-   warm-up is chosen (stages 2 and 3 may keep step 0, the identity; stage 3 takes the smallest
-   SAR-edge gap within 0.3 dB PSNR of its input instead); the fold models' predictions at that
-   step are the out-of-fold inputs of the next stage (``<work-dir>/cv/opt_v1``, ``opt_v2``);
+   warm-up is chosen (stages 2 and 3 may keep step 0, the identity, and choose only among steps
+   within 0.3 dB PSNR of their input; stage 3 takes the smallest SAR-edge gap among those
+   instead); the fold models' predictions at that step are the out-of-fold inputs of the next
+   stage (``<work-dir>/cv/opt_v1``, ``opt_v2``);
 3. the final model trains on all those tiles for the chosen number of steps on the same
    schedule.
 
@@ -165,11 +166,12 @@ def main(argv: list[str] | None = None) -> dict:
         stage1 = cross_validate_and_fit("stage1", train_stage1, [], chain_timings, allow_start=False)
         store("opt_v1", choices["stage1"])
         stage2 = cross_validate_and_fit("stage2", train_stage2, ["--opt-v1", str(work / "cv"), "--init-from",
-                                                                 str(stage1)], chain_timings, allow_start=True)
+                                                                 str(stage1)], chain_timings, allow_start=True,
+                                        psnr_tolerance=cv.ROLE_PSNR_TOLERANCE)
         store("opt_v2", choices["stage2"])
         stage3 = cross_validate_and_fit("stage3", train_stage3, ["--opt-v2", str(work / "cv"), "--init-from",
                                                                  str(stage2)], chain_timings, allow_start=True,
-                                        grounding=True)
+                                        psnr_tolerance=cv.ROLE_PSNR_TOLERANCE, grounding=True)
         control = control_future.result()
 
     pipeline = load_preset(str(stage3))

@@ -35,11 +35,12 @@ SAR, 1000 steps) opt_v1 0.017, opt_v2 0.065, opt_v3 0.007; 4000 steps 0.001 / 0.
 fitting its own training tiles to 0.07 / 0.24 / 0.23 (it memorises, it does not generalise);
 unfitted maps for scale: the output's brightness 0.010 / 0.106 / 0.015.
 
-Measured on the shipped GAC-mini (``--work-dir runs/lite2 --test mini``, 15 clear test tiles in 7
-clusters), opt_v3: spread 0.092 [0.066, 0.178], learned 0.096, combined 0.099, ensemble 0.046
-[0.009, 0.093], ensemble + spread 0.072; paired against the spread: combined +0.007 [-0.105,
-0.050], ensemble -0.046 [-0.145, -0.010]. Calibration (fraction of pixels with |error| <= std;
-a Laplace expects 0.76): spread 0.02-0.10, learned and combined 0.79-0.87, ensemble 0.13-0.33.
+Measured on the shipped GAC-mini (``--work-dir runs/lite3 --test mini``, 15 clear test tiles in 7
+clusters), opt_v3: spread 0.091 [0.046, 0.225], learned 0.110, combined 0.116, ensemble 0.086
+[0.058, 0.165], ensemble + spread 0.114; paired against the spread: combined +0.026 [-0.231,
+0.109], ensemble -0.005 [-0.101, 0.043], ensemble + spread +0.023 [-0.045, 0.057] (the GAC-mini
+before it: ensemble -0.046 [-0.145, -0.010]). Calibration (fraction of pixels with |error| <= std;
+a Laplace expects 0.76): spread 0.02-0.12, learned and combined 0.85-0.87, ensemble 0.13-0.26.
 """
 
 from __future__ import annotations
