@@ -41,6 +41,16 @@ SPACE_RESULTS = ("summary.csv", "per_tile.csv", "paired.csv", "meta.json")  # th
 SPACE_SPLITS = ("train", "test")  # test: the examples and the evaluation re-run; train: the mean-image baseline
 SPACE_DATA_FILES = ("README.md", "LICENSE.configilm")
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
+# What a pipeline on TerraMind-1.0-base (stages 1 and 3, generate mode) and Prithvi-EO-2.0-300M
+# (stage 2) needs, like the hub preset: measured by `python -m bench.hub_memory` on the same
+# architectures with random weights (README, Speed and memory).
+HUB_SIZE_BASE = "ibm-esa-geospatial/TerraMind-1.0-base"
+HUB_SIZE_HARDWARE = (
+    "Stages 1 and 3 run TerraMind-1.0-base in generate mode with one shared copy of the S2L2A "
+    "tokenizer, stage 2 runs Prithvi-EO-2.0-300M: 1,020 M parameters. The process peaks at 6.0 GB "
+    "of RAM, so it needs at least 8 GB (a `cpu-basic` Space, 16 GB, is enough). On 2 CPU cores "
+    "one 224-px window at 10 diffusion steps takes 47 s (92 CPU seconds), almost all of it in "
+    "stages 1 and 3: use a GPU Space (`t4-small`, `zero-a10g`) for more than single tiles.")
 
 
 # ------------------------------------------------------------------------------------ model
@@ -104,7 +114,7 @@ def model_card(config, repo_id: str, training: dict | None, evaluated: tuple[dic
     data = ModelCardData(model_name=config.name, license=LICENSE, base_model=_base_repos(config) or None,
                          pipeline_tag="image-to-image", tags=TAGS, eval_results=eval_results)
     sections = [f"# {config.name}", _description(config), _loading(repo_id), _bases(config),
-                _training(training), _results(evaluated), _licences()]
+                _hardware(_base_repos(config)), _training(training), _results(evaluated), _licences()]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
 
 
@@ -148,6 +158,13 @@ def _bases(config) -> str:
     if not lines:
         return "## Base models\n\nNone: every weight here was trained from random initialisation."
     return "## Base models\n\nFetched from the Hub at load time, at these revisions:\n\n" + "\n".join(lines)
+
+
+def _hardware(base_repos: list[str]) -> str:
+    if HUB_SIZE_BASE in base_repos:
+        return "## Hardware\n\n" + HUB_SIZE_HARDWARE
+    return ("## Hardware\n\nNo foundation-model weights: the pipeline is small and runs on a CPU "
+            "(a `cpu-basic` Space is enough).")
 
 
 def _training(training: dict | None) -> str:
@@ -299,7 +316,9 @@ translates it into 12-band Sentinel-2 L2A in three stages and shows what each st
 This Space (`{repo_id}`) runs {loads}; the presets offered are in `{SPACE_CONFIG}` (the
 `GAC_PRESET` environment variable, a comma-separated list, overrides it). It was staged by
 `python -m gac_pipeline publish space` from the GAC repository. Bundled tiles: BigEarthNet
-(CDLA-Permissive-1.0; TU Berlin), modified Copernicus Sentinel data."""
+(CDLA-Permissive-1.0; TU Berlin), modified Copernicus Sentinel data.
+
+{_hardware(models)}"""
     return SpaceCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n")
 
 

@@ -7,8 +7,9 @@ whose outputs are blended with a smooth taper, streaming one strip of rows at a 
 does not grow with the image height.
 """
 
+from collections import deque
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -227,7 +228,8 @@ def tiled_apply(
         workers: Calls of fn run at once, each in its own thread with one torch thread (a
             per-thread setting) and the caller's grad and inference mode: on CPU, windows
             side by side keep the cores busier than one window's operations split over them.
-            For a thread-safe fn only. `read`, blending and `write` stay in the calling thread.
+            For a thread-safe fn only. `read`, blending and `write` stay in the calling thread
+            and run while the workers compute.
 
         The result does not depend on batch or workers, as long as fn's result for a window
         does not depend on the other windows of its stack.
@@ -254,48 +256,64 @@ def tiled_apply(
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
             return _unstack(fn(np.stack(windows)), len(windows))
 
+    def blend(row: int, col: int, outputs: dict[str, np.ndarray]) -> None:
+        nonlocal sums
+        border = {"top": row == 0, "bottom": row + win_h == height, "left": col == 0, "right": col + win_w == width}
+        weights = blend_weights(win_h, win_w, overlap, flat=[side for side, on in border.items() if on])
+        if not sums:
+            if not outputs:
+                raise ValueError("fn returned no outputs")
+            sums = {name: np.zeros((out_channels, win_h, width), np.float32) for name in outputs}
+        if set(outputs) != set(sums):
+            raise ValueError(f"fn returned outputs {sorted(outputs)}, expected {sorted(sums)}")
+        for name, out in outputs.items():
+            out = np.asarray(out, dtype=np.float32)
+            if out.shape != (out_channels, win_h, win_w):
+                raise ValueError(f"fn output {name!r} has shape {out.shape}, expected {(out_channels, win_h, win_w)}")
+            sums[name][:, :, col : col + win_w] += weights * out
+        weight_sum[:, col : col + win_w] += weights
+
+    def flush(i: int) -> None:
+        """Write the rows of window row i that no later window touches; shift the strip up."""
+        row = row_starts[i]
+        done = (row_starts[i + 1] if i + 1 < len(row_starts) else height) - row
+        for name, strip in sums.items():
+            write(name, row, strip[:, :done] / weight_sum[:done])
+            strip[:, : win_h - done] = strip[:, done:]
+            strip[:, win_h - done :] = 0.0
+        weight_sum[: win_h - done] = weight_sum[done:]
+        weight_sum[win_h - done :] = 0.0
+
+    # Stacks of up to `batch` windows, each within one window row, in reading order.
+    stacks = [(i, row, col_starts[k : k + batch]) for i, row in enumerate(row_starts)
+              for k in range(0, len(col_starts), batch)]
+    # With workers, the calling thread reads, blends and writes while they compute: `workers`
+    # stacks are started beyond the one being blended, across window rows too, so no worker
+    # waits for the blending or the writing of a finished row. With one worker each stack runs
+    # in the calling thread on all its torch threads.
+    ahead = workers if workers > 1 else 0
+
     with (tqdm(total=len(row_starts) * len(col_starts), desc=desc, disable=not progress) as bar,
           ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool):
-        for i, row in enumerate(row_starts):
-            # `workers` calls of up to `batch` windows each at a time: at most that many
-            # windows' outputs wait to be blended.
-            for first in range(0, len(col_starts), batch * workers):
-                cols = col_starts[first : first + batch * workers]
-                windows = [read(row, col, win_h, win_w) for col in cols]
-                calls = [windows[k : k + batch] for k in range(0, len(windows), batch)]
-                results = map(run, calls) if workers == 1 else pool.map(run, calls)
-                for col, outputs in zip(cols, (out for result in results for out in result), strict=True):
-                    border = {
-                        "top": row == 0,
-                        "bottom": row + win_h == height,
-                        "left": col == 0,
-                        "right": col + win_w == width,
-                    }
-                    weights = blend_weights(win_h, win_w, overlap, flat=[side for side, on in border.items() if on])
-                    if not sums:
-                        if not outputs:
-                            raise ValueError("fn returned no outputs")
-                        sums = {name: np.zeros((out_channels, win_h, width), np.float32) for name in outputs}
-                    if set(outputs) != set(sums):
-                        raise ValueError(f"fn returned outputs {sorted(outputs)}, expected {sorted(sums)}")
-                    for name, out in outputs.items():
-                        out = np.asarray(out, dtype=np.float32)
-                        if out.shape != (out_channels, win_h, win_w):
-                            raise ValueError(
-                                f"fn output {name!r} has shape {out.shape}, expected {(out_channels, win_h, win_w)}"
-                            )
-                        sums[name][:, :, col : col + win_w] += weights * out
-                    weight_sum[:, col : col + win_w] += weights
-                    bar.update()
 
-            next_row = row_starts[i + 1] if i + 1 < len(row_starts) else height
-            done = next_row - row
-            for name, strip in sums.items():
-                write(name, row, strip[:, :done] / weight_sum[:done])
-                strip[:, : win_h - done] = strip[:, done:]
-                strip[:, win_h - done :] = 0.0
-            weight_sum[: win_h - done] = weight_sum[done:]
-            weight_sum[win_h - done :] = 0.0
+        def start(stack: tuple[int, int, list[int]]) -> Future:
+            _, row, cols = stack
+            windows = [read(row, col, win_h, win_w) for col in cols]
+            if workers > 1:
+                return pool.submit(run, windows)
+            finished: Future = Future()
+            finished.set_result(run(windows))
+            return finished
+
+        started: deque[Future] = deque()
+        for index, (i, row, cols) in enumerate(stacks):
+            while len(started) <= ahead and index + len(started) < len(stacks):
+                started.append(start(stacks[index + len(started)]))
+            for col, outputs in zip(cols, started.popleft().result(), strict=True):
+                blend(row, col, outputs)
+                bar.update()
+            if cols[-1] == col_starts[-1]:  # the window row is complete
+                flush(i)
 
 
 def tiled_apply_array(

@@ -138,6 +138,10 @@ def test_model_card_names_the_base_models():
                                     "ibm-esa-geospatial/TerraMind-1.0-Tokenizer-S2L2A",
                                     "ibm-nasa-geospatial/Prithvi-EO-2.0-300M"]
     assert "(not pinned to a commit)" in card.text
+    # the hardware the hub preset's architectures need (bench.hub_memory), not the small pipeline's line
+    assert f"## Hardware\n\n{publish.HUB_SIZE_HARDWARE}" in card.text and "GB of RAM" in card.text
+    mini = publish.model_card(PipelineConfig.load(MINI / "pipeline_config.json"), "me/gac-mini", None, None)
+    assert "## Hardware\n\nNo foundation-model weights" in mini.text and "GB of RAM" not in mini.text
 
 
 def test_dry_run_refuses_a_folder_with_files(tmp_path, capsys):

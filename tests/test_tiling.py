@@ -1,5 +1,7 @@
 """Tests for padding to patch multiples and streaming tiled inference."""
 
+import threading
+import time
 import tracemalloc
 
 import numpy as np
@@ -256,6 +258,43 @@ def test_windows_in_stacks_of_batch_and_workers_get_the_callers_grad_mode_and_on
     # 5 windows per row: a stack of 3 and one of the 2 left, for each of 3 window rows.
     assert sorted(stacks) == [2, 2, 2, 3, 3, 3]
     assert torch.get_num_threads() == threads  # the caller's own setting is untouched
+
+
+def test_with_workers_the_caller_reads_ahead_while_they_compute_and_keeps_a_bounded_queue() -> None:
+    height, width, tile, overlap, workers = 500, 500, 128, 16, 2  # 5 x 5 windows
+    x = _image(height, width).numpy()
+    row_starts, col_starts = window_starts(height, tile, overlap), window_starts(width, tile, overlap)
+    events: list[tuple[str, int]] = []  # ("read", window index) / ("computed", window index) / ("write", row0)
+    lock = threading.Lock()
+
+    def read(row: int, col: int, h: int, w: int) -> np.ndarray:
+        events.append(("read", row_starts.index(row) * len(col_starts) + col_starts.index(col)))
+        return x[:, row : row + h, col : col + w]
+
+    def fn(windows: np.ndarray) -> dict[str, np.ndarray]:
+        time.sleep(0.01)  # a model's compute: the calling thread goes on meanwhile
+        with lock:
+            done = sum(kind == "computed" for kind, _ in events)
+            events.append(("computed", done))
+        return _two_outputs(windows)
+
+    def write(name: str, row0: int, block: np.ndarray) -> None:
+        if name == "opt_v1":
+            events.append(("write", row0))
+
+    tiled_apply(read, height, width, fn, write, tile=tile, overlap=overlap, workers=workers, progress=False)
+    reads = [index for kind, index in events if kind == "read"]
+    assert reads == list(range(len(row_starts) * len(col_starts)))
+    # The next window row's first windows are read before the row above is written: the
+    # workers are not left waiting for the blending and writing of a finished row.
+    first_write = events.index(("write", 0))
+    assert ("read", len(col_starts)) in events[:first_write]
+    # At most `workers` windows beyond the one being blended are read and not yet used.
+    for position, (kind, _) in enumerate(events):
+        if kind == "read":
+            read_so_far = sum(k == "read" for k, _ in events[: position + 1])
+            computed = sum(k == "computed" for k, _ in events[:position])
+            assert read_so_far - computed <= workers + 1
 
 
 def test_bad_batch_or_workers_or_stack_outputs_are_rejected() -> None:
