@@ -121,6 +121,16 @@ def test_generate_mode_stages_are_seeded(stage_class, config_class):
     assert torch.equal(first, again) and not torch.equal(first, other)
 
 
+def test_generate_mode_in_another_dtype_is_refused_in_one_line():
+    # terratorch's diffusion decoder computes in float32 whatever its weights: say so, not a dtype clash deep inside
+    spec = tiny_terramind(tokenizer=SMALL_TEST_GENERATOR["tokenizer"])
+    spec.dim, spec.depth, spec.decoder_depth = 64, 1, 1
+    stage = Stage1TerraMind.build(Stage1Config(mode="generate", terramind=spec, timesteps=1)).to(torch.float64)
+    with pytest.raises(ValueError, match=r"float32 only .* not float64: move the pipeline back with \.float\(\)"):
+        stage(_s1(32, 32).double(), seed=1)
+    assert stage.float()(_s1(32, 32), seed=1).dtype == torch.float32
+
+
 def test_pipeline_on_a_real_tile_pads_and_crops(tiny_pipeline, real_pair):
     s1 = read_s1(real_pair.s1_path).data  # 120 x 120: padded to 128 inside, cropped back
     out = tiny_pipeline.translate(s1, month=real_pair.month, biome=real_pair.biome)

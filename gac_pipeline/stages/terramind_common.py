@@ -386,12 +386,20 @@ def generate(model: nn.Module, inputs: dict[str, Tensor], *, seed: int, timestep
         timesteps: Diffusion steps of the tokenizer decoder; None uses the model's default.
 
     Returns:
-        S2L2A DN, (B, 12, H, W), on the model's device in its dtype (float32 unless moved).
+        S2L2A DN, (B, 12, H, W), on the model's device, float32.
+
+    Raises:
+        ValueError: The model was moved to another dtype than float32: terratorch's diffusion
+            decoder makes its noise and timestep embedding in float32 and runs its GroupNorm
+            layers in float32, so it cannot run in another dtype.
     """
     _, height, width = _check_inputs(model, inputs)
     side = max(height, width)
     parameter = next(model.parameters())
-    device, dtype = parameter.device, parameter.dtype  # inputs follow the model (float32 unless moved)
+    device, dtype = parameter.device, parameter.dtype  # inputs follow the model
+    if dtype != torch.float32:
+        raise ValueError(f"generate mode runs in float32 only (terratorch's diffusion decoder is float32), "
+                         f"not {str(dtype).removeprefix('torch.')}: move the pipeline back with .float()")
     # Fresh dict: TerraMindGeneration.forward reassigns entries of the dict it gets. Its token
     # decoder assumes a square grid: pad right/bottom to a square, crop the same pixels after.
     batch = {key: F.pad(value.to(device=device, dtype=dtype), (0, side - width, 0, side - height),
