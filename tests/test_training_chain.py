@@ -4,8 +4,10 @@ import argparse
 import csv
 import json
 import os
+import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from gac_pipeline.hub import sha256
 from gac_pipeline.pipeline import GACPipeline
 from gac_pipeline.references import References
 from tests.conftest import tiny_configs
-from training import common, cv, losses, train_mini, train_stage1, train_stage2, train_stage3
+from training import CPU_KERNEL_PINS, common, cv, losses, train_mini, train_stage1, train_stage2, train_stage3
 
 SMOKE = train_mini.SMOKE_ARGS
 
@@ -48,9 +50,22 @@ def test_chain_writes_a_loadable_labelled_preset_with_references(chain):
     saved = json.loads((root / "preset" / train_mini.TRAINING_RECORD).read_text())
     assert saved["train_tiles"] == 32 and len(saved["folds"]) == 3
     assert all(row["step"] > 0 for row in saved["cross_validation"]["stage1"] if row["eligible"])
+    assert saved["machine"]["cpu"] and saved["machine"]["torch"] == torch.__version__
     item = PairDataset(list_pairs(DEFAULT_DATA_DIR, "validation")[:1])[0]
     result = pipeline.translate(item["s1"].numpy(), month=item["month"])
     assert all(np.isfinite(image).all() for image in (result.opt_v1, result.opt_v2, result.opt_v3))
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the kernel pins are for x86-64")
+def test_training_pins_the_cpu_kernels_before_torch_loads():
+    """Loaded in a fresh process, as ``python -m training.train_mini`` is: torch then dispatches to its AVX2
+    kernels whatever wider set the CPU has, and the pins are in the environment that the workers inherit."""
+    env = {name: value for name, value in os.environ.items() if name not in CPU_KERNEL_PINS}
+    code = "import json, training.train_mini as t; print(json.dumps(t.machine_record()))"
+    machine = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                        check=True, cwd=Path(__file__).resolve().parent.parent).stdout.splitlines()[-1])
+    assert machine["kernel_pins"] == CPU_KERNEL_PINS
+    assert machine["torch_cpu_capability"] == "AVX2"
 
 
 def test_reuse_repeats_nothing_whose_arguments_config_and_inputs_are_unchanged(chain):

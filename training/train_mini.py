@@ -40,6 +40,7 @@ import importlib
 import json
 import multiprocessing
 import os
+import platform
 import shutil
 import sys
 import time
@@ -57,7 +58,7 @@ from gac_pipeline.data import DEFAULT_DATA_DIR, INDEX_FILE, list_pairs
 from gac_pipeline.hub import PIPELINE_CONFIG, sha256
 from gac_pipeline.presets import load_preset
 from gac_pipeline.references import References
-from training import common, cv, train_control, train_stage1, train_stage2, train_stage3
+from training import CPU_KERNEL_PINS, common, cv, train_control, train_stage1, train_stage2, train_stage3
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "mini"
 TRAINING_RECORD = "training.json"
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
               "cross_validation": {name: choices[name].table for name in STAGES},
               "seconds": {**chain_timings, **control_timings}, "chain_seconds": round(chain_seconds, 1),
               "jobs": args.jobs, "wall_seconds": round(wall_seconds, 1), "chain_parameters": chain_parameters,
-              "control_parameters": control_parameters, "control_max_steps": budget}
+              "control_parameters": control_parameters, "control_max_steps": budget, "machine": machine_record()}
     (out / TRAINING_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"\nwrote {out} in {wall_seconds / 60:.1f} min (--jobs {args.jobs}); the runs took {chain_seconds / 60:.1f} "
           f"min for the chain, {control_seconds / 60:.1f} min for the control")
@@ -240,6 +241,22 @@ def run_key(script_args: list[str]) -> dict:
             path = path / file if file else path
             inputs[flag] = sha256(path) if path.is_file() else None
     return {"args": script_args, "inputs": inputs}
+
+
+def machine_record() -> dict:
+    """What the weights were computed on: another CPU model or kernel set can round differently
+    (the kernel pins: ``training/__init__.py``)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    fields = {}
+    if cpuinfo.is_file():  # the first processor's block
+        for line in cpuinfo.read_text().split("\n\n")[0].splitlines():
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    ids = ", ".join(f"{key} {fields[key]}" for key in ("cpu family", "model", "stepping") if key in fields)
+    cpu = f"{fields.get('model name') or platform.processor() or 'unknown'}" + (f" ({ids})" if ids else "")
+    return {"cpu": cpu, "torch": torch.__version__,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "kernel_pins": {name: os.environ.get(name) for name in CPU_KERNEL_PINS}}
 
 
 def _max_steps(path: Path) -> int:
