@@ -1,6 +1,7 @@
 """Train GAC-mini, the embedded default, end to end on the repo's real tiles (CPU is enough).
 
-Usage (the command that produced ``presets/mini``; seeded and deterministic on the CPU)::
+Usage (the command that produced ``presets/mini``; seeded and deterministic on the CPU, whose kernels
+``training/__init__.py`` pins to AVX2 so that other machines compute the same weights)::
 
     python -m training.train_mini --out presets/mini
 
