@@ -6,7 +6,10 @@ diffusion decoder once per timestep, so it is timed at several timestep counts; 
 random-init generator (``SMALL_TEST_GENERATOR``) shows the cost of the path itself, not
 of TerraMind's published sizes.
 
-    python -m bench.latency [--runs 10] [--timesteps 1 5 10] [--profile]
+    python -m bench.latency [--runs 10] [--timesteps 1 5 10] [--profile] [--compile]
+
+``--compile`` also times the model forward on one scene window (``--window`` px, the
+preset's scene window by default), eager against ``torch.compile``, the lever issue 15 lists.
 """
 
 from __future__ import annotations
@@ -87,6 +90,29 @@ def profile(pipeline, s1, pair, runs: int) -> None:
                                                                   max_shapes_column_width=60))
 
 
+def time_compile(pipeline, window: int, runs: int) -> None:
+    """Eager against ``torch.compile`` (inductor) on the forward of one window: medians, compile time, largest difference."""
+    s1 = torch.randn(1, 2, window, window, generator=torch.Generator().manual_seed(0)) * 3 - 12  # dB-like
+    compiled = torch.compile(pipeline)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        compiled_out = compiled(s1)
+        compile_s = time.perf_counter() - start
+        eager_out = pipeline(s1)
+        medians = {}
+        for name, model in (("eager", pipeline), ("torch.compile", compiled)):
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                model(s1)
+                times.append(time.perf_counter() - start)
+            medians[name] = statistics.median(times)
+    difference = max(float((eager_out[k] - compiled_out[k]).abs().max()) for k in eager_out)
+    print(f"\nforward of one {window} px window, median of {runs}: eager {medians['eager']:.3f} s, torch.compile "
+          f"{medians['torch.compile']:.3f} s ({medians['eager'] / medians['torch.compile']:.2f}x; compiling took "
+          f"{compile_s:.0f} s); largest output difference {difference:.2g} DN")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10, help="timed runs per case (median reported)")
@@ -97,6 +123,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--profile", action="store_true",
                         help="print a cProfile top 10 of the embedded pipeline (also printed when the target is missed)")
+    parser.add_argument("--compile", action="store_true", help="also time eager against torch.compile on one window")
+    parser.add_argument("--window", type=int, help="window side for --compile (default: the preset's scene window)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,6 +157,8 @@ def main() -> None:
     print(f"\ntarget: embedded pipeline < {TARGET_S:g} s per {TILE} px tile: {verdict(embedded, TARGET_S, 's')}")
     if args.profile or embedded >= TARGET_S:
         profile(pipeline, s1, pair, args.runs)
+    if args.compile:
+        time_compile(pipeline, args.window or pipeline.config.tile_size, args.runs)
 
 
 if __name__ == "__main__":
