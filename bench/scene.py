@@ -68,7 +68,8 @@ OLD_PARTIAL_OPTIONS = {"compress": "deflate", "blockysize": 16}
 # windows and how many go through one forward (the preset's ``pipeline_config.json``: tile_size,
 # tile_overlap, window_batch); ``side_by_side``: False runs one window at a time on all torch
 # threads, as before issue 15 (``GACPipeline._window_workers``); ``cog``/``partial``/``overviews_first``:
-# ``gac_pipeline.io.writer``'s options (None: the code's); ``threads``: torch.set_num_threads.
+# ``gac_pipeline.io.writer``'s options (None: the code's); ``dtype``: the outputs' data type
+# (``translate_file(dtype=)``); ``threads``: torch.set_num_threads.
 BEFORE = {"tile": 128, "overlap": 32, "batch": 1, "side_by_side": False, "cog": OLD_COG_OPTIONS,
           "partial": OLD_PARTIAL_OPTIONS, "overviews_first": False}
 ROWS = {
@@ -82,6 +83,7 @@ ROWS = {
     "defaults now": {},
     "defaults, window 128": {"tile": 128},
     "defaults, overlap 16": {"overlap": 16},
+    "defaults, uint16 outputs": {"dtype": "uint16"},
 }
 
 # Window-level rows: ``batch`` windows per forward, torch ``threads`` (intra-op) and ``interop``
@@ -191,14 +193,14 @@ def quality(out_dir: Path, reference_path: Path, tile: int, overlap: int) -> dic
     """PSNR of opt_v3 and opt_v1 against the reference mosaic (pixels valid in both), and opt_v3's seams."""
     import rasterio
 
+    from gac_pipeline.io import read_output
     from gac_pipeline.metrics import psnr
 
     with rasterio.open(reference_path) as dataset:
         reference = dataset.read()
     scores = {}
     for name in ("opt_v3", "opt_v1"):
-        with rasterio.open(out_dir / f"{name}.tif") as dataset:
-            prediction = dataset.read()
+        prediction = read_output(out_dir / f"{name}.tif")  # NaN where masked, float32 or uint16 outputs alike
         valid = np.isfinite(prediction).all(axis=0) & np.isfinite(reference).all(axis=0)
         scores[name] = psnr(np.nan_to_num(prediction), reference, valid_mask=valid)
         if name == "opt_v3":
@@ -219,7 +221,7 @@ def child(settings: dict, work: Path, profile: bool) -> None:
 
     def translate(name: str, scene: Path, out: str) -> None:
         start = time.perf_counter()
-        result = pipeline.translate_file(scene, work / out, progress=False)
+        result = pipeline.translate_file(scene, work / out, progress=False, dtype=settings.get("dtype", "float32"))
         figures[f"{name}_s"] = time.perf_counter() - start
         figures[f"{name}_stages_s"] = sum(result["timings_s"].values())
 
@@ -229,6 +231,7 @@ def child(settings: dict, work: Path, profile: bool) -> None:
     with profiler or contextlib.nullcontext():
         translate("scene", work / "scene.tif", "scene")
     figures["peak_rss_mb"] = proc_memory_mb(os.getpid())["VmHWM"]
+    figures["outputs_mb"] = sum(path.stat().st_size for path in (work / "scene").glob("*.tif")) / 2**20
     for path in (work / "scene").glob("*.tif"):
         path.unlink()  # a 4096 px scene writes ~2 GB of outputs
     translate("quality", work / "quality_sar.tif", "quality")
@@ -293,17 +296,17 @@ def print_table(results: dict[str, dict], size: int, baseline: str) -> None:
 
     base = results[baseline]["quality"]
     print(f"\n{'lever':26s}{'windows':>8}{'thr':>4}{'start-up':>9}{'scene s':>8}{'Mpx/s':>7}{'stages':>7}"
-          f"{'other':>6}{'RSS peak':>10}{'dPSNR v3':>9}{'dPSNR v1':>9}{'seams':>6}")
+          f"{'other':>6}{'RSS peak':>10}{'outputs':>9}{'dPSNR v3':>9}{'dPSNR v1':>9}{'seams':>6}")
     for name, f in results.items():
         windows = len(window_starts(size, f["tile"], f["overlap"])) ** 2
         deltas = [f["quality"][key] - base[key] for key in ("opt_v3", "opt_v1")]
         print(f"{name:26s}{windows:>8}{f['threads']:>4}{f['first_tile_s'] - f['tile_s']:>8.1f}s{f['scene_s']:>8.1f}"
               f"{f['mpx_s']:>7.3f}{f['scene_stages_s']:>7.1f}{f['scene_s'] - f['scene_stages_s']:>6.1f}"
-              f"{f['peak_rss_mb']:>8.0f}MB" + "".join(f"{delta:>+9.3f}" for delta in deltas)
+              f"{f['peak_rss_mb']:>8.0f}MB{f['outputs_mb']:>7.0f}MB" + "".join(f"{delta:>+9.3f}" for delta in deltas)
               + f"{f['quality']['seams']:>6.2f}")
     print(f"start-up: the first 120-px tile call minus the second; Mpx/s: scene minus one tile call, start-up left "
           f"out; stages: time inside the three stages (with workers > 1, summed over the threads); other: the rest "
-          f"(reading, blending, writing the COGs); dPSNR: dB against '{baseline}' (opt_v3 {base['opt_v3']:.3f} dB, "
+          f"(reading, blending, writing the COGs); outputs: the three COGs' size on disk; dPSNR: dB against '{baseline}' (opt_v3 {base['opt_v3']:.3f} dB, "
           f"opt_v1 {base['opt_v1']:.3f} dB); seams: opt_v3's jumps in the blend zones over those elsewhere")
 
 

@@ -280,11 +280,12 @@ class GACPipeline(nn.Module):
     def translate_file(self, s1_path: str | Path, out_dir: str | Path, *, units: str | None = None,
                        month: int | None = None, biome: str | int | None = None, seed: int = 0,
                        stages=ALL_STAGES, progress: bool = True, max_pixels: int = 1_000_000_000,
-                       timesteps: int | None = None) -> dict:
+                       timesteps: int | None = None, dtype: str = "float32") -> dict:
         """Stream a SAR GeoTIFF through the pipeline into ``opt_v1/2/3.tif`` in ``out_dir``.
 
         Windows are read from and written to disk, so memory stays bounded for any scene size.
-        The outputs are Cloud-Optimized GeoTIFFs with NaN where the SAR was masked and the tags of
+        The outputs are Cloud-Optimized GeoTIFFs, float32 DN with NaN where the SAR was masked, or
+        ``dtype="uint16"``: whole DN with 0 there (``io.writer``); with the tags of
         :meth:`output_tags`; a failed run writes none.
         Month defaults to the one found in the file's metadata or name. ``timesteps`` overrides
         the generate-mode stages' diffusion steps for this call only (see ``translate``).
@@ -303,7 +304,7 @@ class GACPipeline(nn.Module):
             tags = self.output_tags(s1_path, seed=seed, stages=stages)
             paths = {name: out_dir / f"{name}.tif" for name in tags}
             writers = {name: files.enter_context(OpticalWriter(path, source.profile, source.height, source.width,
-                                                               tags[name]))
+                                                               tags[name], dtype=dtype))
                        for name, path in paths.items()}
             masks: dict[int, np.ndarray] = {}
 

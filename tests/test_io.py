@@ -17,6 +17,7 @@ from gac_pipeline.io import (
     acquisition_month,
     check_same_grid,
     parse_month,
+    read_output,
     read_s1,
     read_s2,
     write_optical,
@@ -350,6 +351,24 @@ def test_write_optical_masks_with_nan_never_the_sar_nodata(tmp_path, write):
         written = dataset.read()
     assert np.isnan(written[:, ~sar.valid_mask]).all()
     assert (written[:, sar.valid_mask] == 1234.5).all()
+
+
+def test_uint16_outputs_hold_whole_dn_with_zero_as_nodata(tmp_path):
+    sar = read_s1(bad_inputs.write_nodata(tmp_path))  # its first row is masked
+    dn = np.full((12, 32, 32), 1234.4, np.float32)
+    dn[0, 5, :3] = [0.0, 1234.6, 70000.0]  # below 1 DN, rounding up, past the uint16 range
+    write_optical(tmp_path / "out.tif", dn, sar.profile, valid_mask=sar.valid_mask, dtype="uint16")
+    with rasterio.open(tmp_path / "out.tif") as dataset:
+        assert dataset.dtypes == ("uint16",) * 12 and dataset.nodata == 0
+        assert dataset.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        written = dataset.read()
+    assert (written[:, ~sar.valid_mask] == 0).all()
+    assert written[0, 5, :3].tolist() == [1, 1235, 65535] and (written[1:, sar.valid_mask] == 1234).all()
+    back = read_output(tmp_path / "out.tif")  # nodata back as NaN, as from a float32 output
+    assert back.dtype == np.float32 and np.isnan(back[:, ~sar.valid_mask]).all()
+    assert (back[1:, sar.valid_mask] == 1234).all()
+    with pytest.raises(ValueError, match="float32, uint16.*'int8'"):
+        write_optical(tmp_path / "bad.tif", dn, sar.profile, dtype="int8")
 
 
 def test_optical_writer_strips_equal_whole_write_as_cogs(tmp_path):

@@ -13,6 +13,7 @@ from gac_pipeline import __version__, hub
 from gac_pipeline.cli import main
 from gac_pipeline.configs import Stage3Config
 from gac_pipeline.hub import PIPELINE_CONFIG
+from gac_pipeline.io import read_output
 from gac_pipeline.pipeline import GACPipeline
 from tests import bad_inputs
 
@@ -64,6 +65,22 @@ def test_cli_outputs(saved_tiny_pipeline, tmp_path):
                  "--seed", "3", "--stages", "1,3", "--no-progress"]) == 0
     _check_outputs(tmp_path / "out", saved_tiny_pipeline)
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["schema_version"] == 3
+
+
+def test_cli_uint16_outputs_are_the_float32_ones_rounded(saved_tiny_pipeline, tmp_path):
+    s1 = bad_inputs.write_nodata(tmp_path)
+    outputs = {}
+    for dtype in ("float32", "uint16"):
+        assert main(["translate", str(s1), "--out", str(tmp_path / dtype), "--preset", str(saved_tiny_pipeline),
+                     "--dtype", dtype, "--no-progress"]) == 0
+        outputs[dtype] = {name: read_output(tmp_path / dtype / f"{name}.tif") for name in VERSIONS}
+        with rasterio.open(tmp_path / dtype / "opt_v3.tif") as dataset:
+            assert dataset.dtypes == (dtype,) * 12
+        assert json.loads((tmp_path / dtype / "metrics.json").read_text())["stages"]["opt_v3"]["sar_edge"] is not None
+    for name in VERSIONS:
+        exact, rounded = outputs["float32"][name], outputs["uint16"][name]
+        assert np.array_equal(np.isnan(exact), np.isnan(rounded)) and np.isnan(exact[:, 0]).all()
+        np.testing.assert_array_equal(rounded[:, 1:], np.clip(np.rint(exact[:, 1:]), 1, 65535))
 
 
 def test_app_outputs(saved_tiny_pipeline, tmp_path):

@@ -13,9 +13,9 @@ from gac_pipeline.io.dates import acquisition_month, parse_month
 from gac_pipeline.io.grid import GRID_TOLERANCE_PX, check_same_grid
 from gac_pipeline.io.optical import OpticalRaster, read_s2
 from gac_pipeline.io.sar import PREVIEW_SIZE, SarRaster, SarSource, read_s1
-from gac_pipeline.io.writer import OpticalWriter, write_optical
+from gac_pipeline.io.writer import OpticalWriter, read_output, write_optical
 
 __all__ = [
     "GRID_TOLERANCE_PX", "PREVIEW_SIZE", "InputError", "OpticalRaster", "OpticalWriter", "SarRaster", "SarSource",
-    "acquisition_month", "check_same_grid", "parse_month", "read_s1", "read_s2", "write_optical",
+    "acquisition_month", "check_same_grid", "parse_month", "read_output", "read_s1", "read_s2", "write_optical",
 ]

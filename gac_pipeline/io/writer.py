@@ -1,9 +1,11 @@
-"""Writing the outputs: float32 Cloud-Optimized GeoTIFFs (12 optical bands, or named bands such as the
+"""Writing the outputs: Cloud-Optimized GeoTIFFs (12 optical bands, or named bands such as the
 uncertainty maps), strip by strip for large scenes.
 
 Every output is float32 with NaN as its nodata (never the source's nodata value, which may be a
 valid DN such as 0), NaN in every band where the source was masked, tiled with overviews (GDAL's
 ``COG`` driver), and carries the band names as descriptions and the caller's provenance tags.
+Optical outputs may instead be uint16 DN as Sentinel-2 L2A products store them (``dtype="uint16"``):
+rounded to whole DN, 0 as nodata, so a value below 1 DN is written as 1.
 """
 
 import warnings
@@ -32,6 +34,9 @@ PARTIAL_OPTIONS = {"blockysize": 16}
 # the copy, which then reuses them rather than averaging from its own compressed copy. Where the
 # image divides evenly they equal the driver's own; elsewhere they also keep the last partial block.
 OVERVIEWS_FIRST = True
+# The data types an output can have, and each one's nodata value. uint16 holds half the bytes of
+# float32 and compresses better: a scene's COGs take 0.43 times the disk (``bench.scene``).
+NODATA = {"float32": np.nan, "uint16": 0}
 
 
 def overview_factors(height: int, width: int, block: int = COG_OPTIONS["BLOCKSIZE"]) -> list[int]:
@@ -43,7 +48,7 @@ def overview_factors(height: int, width: int, block: int = COG_OPTIONS["BLOCKSIZ
 
 
 class OpticalWriter:
-    """Writes a float32 Cloud-Optimized GeoTIFF (12 S2L2A bands by default) strip by strip, on the grid of a
+    """Writes a float32 (or uint16) Cloud-Optimized GeoTIFF (12 S2L2A bands by default) strip by strip, on the grid of a
     source profile.
 
     The COG driver cannot write window by window, so the strips go to ``<path>.partial``, an
@@ -52,8 +57,9 @@ class OpticalWriter:
     (``COG_OPTIONS``) and deletes it. Leaving the ``with`` block on an exception deletes it
     without writing ``path``.
 
-    The output keeps the source CRS and transform, declares NaN as nodata and carries the band
-    names as descriptions and ``tags`` as dataset tags. DN are written as given.
+    The output keeps the source CRS and transform, declares its nodata (``NODATA``: NaN for
+    float32, 0 for uint16) and carries the band names as descriptions and ``tags`` as dataset
+    tags. DN are written as given in float32, rounded and clipped to 1..65535 in uint16.
 
     Use as a context manager::
 
@@ -62,7 +68,8 @@ class OpticalWriter:
     """
 
     def __init__(self, path: str | Path, like_profile: dict, height: int, width: int,
-                 tags: dict[str, str] | None = None, bands: tuple[str, ...] = S2L2A_BANDS):
+                 tags: dict[str, str] | None = None, bands: tuple[str, ...] = S2L2A_BANDS,
+                 dtype: str = "float32"):
         """Start the file.
 
         Args:
@@ -72,18 +79,25 @@ class OpticalWriter:
             width: columns.
             tags: dataset tags (name -> text), e.g. provenance.
             bands: band descriptions, one per band (the S2L2A bands by default).
+            dtype: "float32" (NaN nodata) or "uint16" (whole DN, 0 nodata).
+
+        Raises:
+            ValueError: another dtype.
         """
+        if dtype not in NODATA:
+            raise ValueError(f"output dtype must be one of {', '.join(NODATA)}, got {dtype!r}")
         self.path, self.height, self.width, self.bands = Path(path), height, width, tuple(bands)
+        self.dtype = dtype
         self._partial = self.path.with_name(self.path.name + ".partial")
         profile = {
             "driver": "GTiff",
-            "dtype": "float32",
+            "dtype": dtype,
             "count": len(self.bands),
             "height": height,
             "width": width,
             "crs": like_profile.get("crs"),
             "transform": like_profile.get("transform"),
-            "nodata": np.nan,
+            "nodata": NODATA[dtype],
             "BIGTIFF": "IF_SAFER",  # 12 float bands of a large scene pass the 4 GB TIFF limit
             **PARTIAL_OPTIONS,
         }
@@ -102,7 +116,7 @@ class OpticalWriter:
         Args:
             row0: first row of the strip.
             block: (bands, n, width) values, e.g. digital numbers.
-            valid_mask: optional bool (n, width); False pixels are NaN in every band.
+            valid_mask: optional bool (n, width); False pixels are nodata in every band.
 
         Raises:
             ValueError: the strip has the wrong shape or leaves the image.
@@ -118,6 +132,8 @@ class OpticalWriter:
             )
         if valid_mask is not None:
             block = np.where(valid_mask[None], block, np.float32(np.nan))
+        if self.dtype == "uint16":  # NaN (masked) -> 0, the nodata; valid values at least 1 DN
+            block = np.where(np.isnan(block), 0, np.clip(np.rint(block), 1, np.iinfo(np.uint16).max)).astype(np.uint16)
         self._dataset.write(block, window=Window(0, row0, self.width, rows))
 
     def close(self) -> None:
@@ -146,6 +162,12 @@ class OpticalWriter:
             self._partial.unlink(missing_ok=True)
 
 
+def read_output(path: str | Path) -> np.ndarray:
+    """An output back as (bands, H, W) float32, its nodata (NaN or 0, see ``NODATA``) as NaN."""
+    with rasterio.open(path) as dataset:
+        return dataset.read(masked=True).astype(np.float32).filled(np.nan)
+
+
 def write_optical(
     path: str | Path,
     dn: np.ndarray,
@@ -154,6 +176,7 @@ def write_optical(
     valid_mask: np.ndarray | None = None,
     tags: dict[str, str] | None = None,
     bands: tuple[str, ...] = S2L2A_BANDS,
+    dtype: str = "float32",
 ) -> None:
     """Write an image (12 optical bands by default) on the grid of a source scene, as a Cloud-Optimized GeoTIFF.
 
@@ -161,12 +184,13 @@ def write_optical(
         path: output GeoTIFF.
         dn: (bands, H, W) values: digital numbers (reflectance x 10000) for the optical bands.
         like_profile: profile of the source scene (crs and transform are kept).
-        valid_mask: optional bool (H, W); False pixels are NaN in every band.
+        valid_mask: optional bool (H, W); False pixels are nodata in every band.
         tags: dataset tags (name -> text), e.g. provenance.
         bands: band descriptions, one per band.
+        dtype: "float32" (NaN nodata) or "uint16" (whole DN, 0 nodata).
     """
     dn = np.asarray(dn)
     if dn.ndim != 3:
         raise ValueError(f"expected a ({len(bands)}, H, W) array, got shape {dn.shape}")
-    with OpticalWriter(path, like_profile, dn.shape[1], dn.shape[2], tags, bands) as writer:
+    with OpticalWriter(path, like_profile, dn.shape[1], dn.shape[2], tags, bands, dtype) as writer:
         writer.write_rows(0, dn, valid_mask)
