@@ -276,3 +276,30 @@ def test_stage3_ssim_weight_adds_exactly_its_term():
     without = train_stage3.make_loss(args, stage)(stage, batch)
     expected = 0.5 * losses.ssim_loss(stage(batch["s1"], batch["opt_v2"]), batch["s2"])
     assert torch.allclose(with_ssim - without, expected, atol=1e-5) and expected > 0
+
+
+def test_choose_step_scores_the_mean_of_several_runs(tmp_path):
+    """``also``: the ensemble of runs over the same folds is scored as the mean of their predictions."""
+    pool = common.load_pool(DEFAULT_DATA_DIR)
+    torch.manual_seed(0)
+    noise = {step: 40 * torch.randn_like(pool.s2) for step in (0, 2)}
+
+    def record_run(name: str, shift: float) -> list:
+        dirs = []
+        for fold, members in enumerate(cv.grouped_folds(pool.names, 2)):
+            recorder = cv.HeldOutRecorder(pool.subset(members), lambda tiles: tiles.s2)
+            recorder.predictions = {step: pool.s2[members] + noise[step][members] + shift for step in noise}
+            args = argparse.Namespace(fold=fold, folds=2, max_steps=2, schedule_steps=2, warmup=0.0, seed=0)
+            recorder.save(tmp_path / name / f"fold{fold}", [], args)
+            dirs.append(tmp_path / name / f"fold{fold}")
+        return dirs
+
+    low, high, middle = record_run("low", -30.0), record_run("high", 50.0), record_run("middle", 10.0)
+    ensemble = cv.choose_step(pool, low, allow_start=False, also=[high])
+    alone = cv.choose_step(pool, middle, allow_start=False)
+    for together, single in zip(ensemble.table, alone.table, strict=True):
+        assert together["psnr"] == pytest.approx(single["psnr"], abs=1e-4)
+        assert together["structure_r"] == pytest.approx(single["structure_r"], abs=1e-6)
+    assert cv.choose_step(pool, low, allow_start=False).table[1]["psnr"] < alone.table[1]["psnr"]
+    with pytest.raises(ValueError, match="same steps and tiles"):  # a run missing a fold's tiles
+        cv.choose_step(pool, low, allow_start=False, also=[high[:1]])

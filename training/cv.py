@@ -172,7 +172,8 @@ class Choice:
 
 
 def choose_step(pool: common.TileSet, fold_dirs: list[Path], *, allow_start: bool,
-                psnr_tolerance: float | None = None, grounding: bool = False) -> Choice:
+                psnr_tolerance: float | None = None, grounding: bool = False,
+                also: list[list[Path]] = ()) -> Choice:
     """Pick the step with the best CV score over all pool tiles from the fold runs' records.
 
     Args:
@@ -183,6 +184,8 @@ def choose_step(pool: common.TileSet, fold_dirs: list[Path], *, allow_start: boo
             input's, for residual stages) may be chosen.
         grounding: Stage 3's rule instead of the CV score: of the eligible steps, the one with the
             smallest mean SAR-edge gap (edges as SAR-consistent as a real tile's, no more).
+        also: Fold folders of other runs of the same folds (e.g. other seeds): every prediction
+            is then the mean over all runs, the cross-validated score of their ensemble.
 
     Raises:
         ValueError: the folds do not cover the pool exactly once, or share no recorded step.
@@ -200,6 +203,11 @@ def choose_step(pool: common.TileSet, fold_dirs: list[Path], *, allow_start: boo
             producers[name] = f"fold {record['fold']} model (never trained on this tile's scene cluster)"
     if sorted(producers) != sorted(pool.names):
         raise ValueError("the folds' held-out tiles are not exactly the pool's tiles")
+    if also:
+        runs = [stored] + [_recorded(other) for other in also]
+        if any(set(run) != set(stored) for run in runs):
+            raise ValueError("the runs to average did not record the same steps and tiles")
+        stored = {key: torch.stack([run[key] for run in runs]).mean(dim=0) for key in stored}
     for key in ("schedule_steps", "warmup_steps", "seed"):
         if len({record[key] for record in records}) > 1:
             raise ValueError(f"the fold runs differ in {key}: {[record[key] for record in records]}")
@@ -230,6 +238,14 @@ def choose_step(pool: common.TileSet, fold_dirs: list[Path], *, allow_start: boo
                   predictions=predictions, producers=producers)
 
 
+def _recorded(fold_dirs: list[Path]) -> dict[str, torch.Tensor]:
+    """Every held-out prediction the fold runs recorded, by ``"<step>/<tile>"``."""
+    stored: dict[str, torch.Tensor] = {}
+    for directory in fold_dirs:
+        stored.update(load_file(Path(directory) / HELDOUT_FILE))
+    return stored
+
+
 def main(argv: list[str] | None = None) -> Choice:
     """Print a stage's cross-validation table from its fold runs (``train_mini``'s or an experiment's)."""
     import argparse
@@ -242,15 +258,23 @@ def main(argv: list[str] | None = None) -> Choice:
     parser.add_argument("stage", choices=("stage1", "stage2", "stage3", "control"))
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--also", type=Path, nargs="+", default=[], metavar="WORK_DIR",
+                        help="work folders of other runs of the same folds (e.g. other seeds): score the mean of "
+                             "all runs' predictions, their ensemble")
     args = parser.parse_args(argv)
-    fold_dirs = [args.work_dir / args.stage / f"fold{k}_train" for k in range(args.folds)]
+
+    def fold_dirs(work_dir: Path) -> list[Path]:
+        return [work_dir / args.stage / f"fold{k}_train" for k in range(args.folds)]
+
     residual = args.stage in ("stage2", "stage3")
-    choice = choose_step(common.load_pool(args.data), fold_dirs, allow_start=residual,
-                         psnr_tolerance=ROLE_PSNR_TOLERANCE if residual else None, grounding=args.stage == "stage3")
+    choice = choose_step(common.load_pool(args.data), fold_dirs(args.work_dir), allow_start=residual,
+                         psnr_tolerance=ROLE_PSNR_TOLERANCE if residual else None, grounding=args.stage == "stage3",
+                         also=[fold_dirs(work_dir) for work_dir in args.also])
     rule = {"stage2": f"the best CV score within {ROLE_PSNR_TOLERANCE} dB PSNR of step 0",
             "stage3": f"the smallest SAR-edge gap within {ROLE_PSNR_TOLERANCE} dB PSNR of step 0"}.get(
         args.stage, "the best CV score outside the warm-up")
-    print(f"{args.work_dir} {args.stage}: CV score = {CV_SCORE_TEXT}; chosen: {rule}")
+    runs = f" and {', '.join(map(str, args.also))} (the mean of {1 + len(args.also)} runs' predictions)" if args.also else ""
+    print(f"{args.work_dir}{runs} {args.stage}: CV score = {CV_SCORE_TEXT}; chosen: {rule}")
     print(" step  PSNR dB  structure_r  sharpness  SAR-edge gap  CV score")
     for row in choice.table:
         mark = " <- chosen" if row["step"] == choice.step else ("" if row["eligible"] else "  (not eligible)")
