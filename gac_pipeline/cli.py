@@ -102,9 +102,6 @@ def translate(args: argparse.Namespace, pipeline=None, training_energy: tuple | 
     ``training_gradient_energy_for_preset``) are loaded from ``args.preset`` when not given."""
     from gac_pipeline.data import biome_index
     from gac_pipeline.io import SarSource, check_same_grid, read_output, read_s1, read_s2
-    from gac_pipeline.metrics import compute_metrics, mask_note, sar_edge_agreement, sharpness, to_json_safe
-    from gac_pipeline.presets import load_preset
-    from gac_pipeline.references import training_gradient_energy_for_preset
 
     if args.biome is not None:
         biome_index(args.biome)  # fail fast with the list of valid names
@@ -118,6 +115,11 @@ def translate(args: argparse.Namespace, pipeline=None, training_energy: tuple | 
     reference = read_s2(args.reference) if args.reference is not None else None
     if reference is not None and sar is not None:
         check_same_grid(sar, reference, args.s1, args.reference)
+    # The model libraries take about 20 s to import: only once the inputs are known to be good.
+    from gac_pipeline.metrics import compute_metrics, mask_note, sar_edge_agreement, sharpness, to_json_safe
+    from gac_pipeline.presets import load_preset
+    from gac_pipeline.references import training_gradient_energy_for_preset
+
     if pipeline is None:
         pipeline = load_preset(args.preset, load_in_8bit=args.load_in_8bit or None).to(device)
     spread = _run_uncertainty(args, pipeline, stages)  # before any file is written: a bad N fails first

@@ -84,6 +84,20 @@ def test_module_entry_point_help():
     assert result.returncode == 0 and "--reference" in result.stdout
 
 
+def test_a_bad_input_is_refused_before_the_model_libraries_load(tmp_path):
+    """A wrong path or a non-TIFF costs seconds, not the ~20 s import of terratorch and torchmetrics."""
+    not_a_tiff = tmp_path / "notes.tif"
+    not_a_tiff.write_text("not a raster")
+    check = ("import sys; from gac_pipeline.cli import main; "
+             f"codes = [main(['translate', p, '--out', {str(tmp_path / 'out')!r}]) "
+             f"for p in ({str(tmp_path / 'missing.tif')!r}, {str(not_a_tiff)!r})]; "
+             "print(codes, sorted(m for m in ('terratorch', 'torchmetrics') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.stdout.strip() == "[2, 2] []", result.stderr
+    assert "missing.tif: file not found" in result.stderr and "notes.tif: not a readable raster" in result.stderr
+
+
 def test_preview_png_has_a_labelled_column_per_image(saved_tiny_pipeline, real_pair, tmp_path):
     from PIL import Image
 
