@@ -86,6 +86,16 @@ def test_test_split_is_refused():
         common.load_split(DEFAULT_DATA_DIR, "test")
 
 
+def test_a_missing_data_folder_is_one_line_before_any_work(tmp_path, capsys):
+    from training import train_mini
+
+    for parse in (train_stage1.parse_args, train_mini.parse_args):
+        with pytest.raises(SystemExit) as stop:
+            parse(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1].endswith(f"argument --data: {tmp_path / 'nowhere'}: no such folder")
+
+
 def test_description_keeps_label_honest(trained):
     out, _ = trained
     config = PipelineConfig.load(out / "pipeline_config.json")

@@ -7,6 +7,7 @@ The test split is never loaded here: it is for the final report only.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import random
@@ -26,6 +27,13 @@ from gac_pipeline.tiling import crop_pads, pad_to_multiple
 TRAINING_SPLITS = ("train", "validation")  # the only splits a training script may read
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.csv"
+
+
+def data_folder(text: str) -> Path:
+    """The ``--data`` option's type: an existing folder, else one line from argparse before any work."""
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no such folder")
+    return Path(text)
 
 
 def seed_all(seed: int, *, deterministic: bool = True) -> torch.Generator:

@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> Choice:
                                                  "stage's fold runs, and the step train_mini would choose.")
     parser.add_argument("work_dir", type=Path, help="a train_mini work folder (holding <stage>/fold<k>_train/)")
     parser.add_argument("stage", choices=("stage1", "stage2", "stage3", "control"))
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--data", type=common.data_folder, default=DEFAULT_DATA_DIR)
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--also", type=Path, nargs="+", default=[], metavar="WORK_DIR",
                         help="work folders of other runs of the same folds (e.g. other seeds): score the mean of "

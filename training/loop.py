@@ -46,7 +46,7 @@ from training import common, streaming
 def add_loop_arguments(parser: argparse.ArgumentParser, *, max_steps: int, lr: float, batch_size: int = 16,
                        crop: int = 64, eval_every: int = 50, warmup: float = 0.3) -> None:
     """The options every training script has, with that script's defaults."""
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
+    parser.add_argument("--data", type=common.data_folder, default=DEFAULT_DATA_DIR,
                         help="dataset folder: pair folders with index.csv, or reBEN (metadata.parquet; streamed)")
     parser.add_argument("--stream", action="store_true",
                         help="read pairs from disk per batch instead of loading the splits into memory "

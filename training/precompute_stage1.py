@@ -47,7 +47,7 @@ from training import common, streaming
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
+    parser.add_argument("--data", type=common.data_folder, default=DEFAULT_DATA_DIR,
                         help="pair folders with index.csv, or reBEN (metadata.parquet; streamed)")
     parser.add_argument("--preset", default="mini", help="pipeline whose stage 1 (and 2) predicts")
     parser.add_argument("--through", type=int, choices=(1, 2), default=1,

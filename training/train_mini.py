@@ -72,7 +72,7 @@ SMOKE_ARGS = ["--max-steps", "2", "--batch-size", "2", "--crop", "32", "--eval-e
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--data", type=common.data_folder, default=DEFAULT_DATA_DIR)
     parser.add_argument("--out", type=Path, required=True, help="pipeline folder to write (replaced if it exists)")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/mini"), help="fold runs, final fits, logs")
     parser.add_argument("--configs", type=Path, default=CONFIG_DIR, help="folder with stage1/2/3 and control YAML")

@@ -525,7 +525,7 @@ def paired_gains(report: dict, *, seed: int = 0, bootstrap: int = 2000) -> dict:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("data/bigearthnet"))
+    parser.add_argument("--data", type=common.data_folder, default=Path("data/bigearthnet"))
     parser.add_argument("--work-dir", type=Path, default=Path("runs/mini"),
                         help="train_mini's work folder: <stage>/fold*_train/heldout.safetensors")
     parser.add_argument("--steps-from", type=Path, default=Path("presets/mini/training.json"),
