@@ -69,9 +69,11 @@ OLD_PARTIAL_OPTIONS = {"compress": "deflate", "blockysize": 16}
 # tile_overlap, window_batch); ``side_by_side``: False runs one window at a time on all torch
 # threads, as before issue 15 (``GACPipeline._window_workers``); ``cog``/``partial``/``overviews_first``:
 # ``gac_pipeline.io.writer``'s options (None: the code's); ``dtype``: the outputs' data type
-# (``translate_file(dtype=)``); ``threads``: torch.set_num_threads.
+# (``translate_file(dtype=)``); ``threads``: torch.set_num_threads; ``mlp_chunk``: pixels per chunk
+# of the ConvNeXt blocks' MLP (``gac_pipeline.stages.heads.MLP_CHUNK``; 0: 1x1 convolutions on the
+# whole image, as before).
 BEFORE = {"tile": 128, "overlap": 32, "batch": 1, "side_by_side": False, "cog": OLD_COG_OPTIONS,
-          "partial": OLD_PARTIAL_OPTIONS, "overviews_first": False}
+          "partial": OLD_PARTIAL_OPTIONS, "overviews_first": False, "mlp_chunk": 0}
 ROWS = {
     "before": BEFORE,
     "window 256": BEFORE | {"tile": 256},
@@ -82,6 +84,7 @@ ROWS = {
     "overviews built first": BEFORE | {"overviews_first": True},
     "defaults now": {},
     "defaults, window 128": {"tile": 128},
+    "defaults, MLP as 1x1 convolutions": {"mlp_chunk": 0},
     "defaults, overlap 16": {"overlap": 16},
     "defaults, uint16 outputs": {"dtype": "uint16"},
 }
@@ -157,6 +160,7 @@ def apply(settings: dict, pipeline) -> None:
     import torch
 
     from gac_pipeline.io import writer
+    from gac_pipeline.stages import heads
 
     pipeline.config.tile_size = settings.get("tile", pipeline.config.tile_size)
     pipeline.config.tile_overlap = settings.get("overlap", pipeline.config.tile_overlap)
@@ -166,6 +170,7 @@ def apply(settings: dict, pipeline) -> None:
     writer.COG_OPTIONS = settings.get("cog") or writer.COG_OPTIONS
     writer.PARTIAL_OPTIONS = settings.get("partial") or writer.PARTIAL_OPTIONS
     writer.OVERVIEWS_FIRST = settings.get("overviews_first", writer.OVERVIEWS_FIRST)
+    heads.MLP_CHUNK = settings.get("mlp_chunk", heads.MLP_CHUNK)
     if settings.get("threads"):
         torch.set_num_threads(settings["threads"])
 

@@ -329,6 +329,30 @@ def test_half_resolution_decoder_keeps_full_resolution_detail():
         PixelDecoder(16, 3, stride=4)
 
 
+@pytest.mark.parametrize("chunk", [100, 2048])
+def test_convnext_mlp_in_chunks_at_inference_equals_the_training_convolutions(monkeypatch, chunk):
+    from gac_pipeline.stages import heads
+
+    torch.manual_seed(0)
+    block = heads.ConvNeXtBlock(16)
+    for parameter in block.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)
+    x = torch.randn(2, 16, 24, 40)  # 960 pixels: several chunks of 100 and a partial one
+    monkeypatch.setattr(heads, "MLP_CHUNK", chunk)
+    chunked = []
+    monkeypatch.setattr(block, "_mlp_in_chunks", lambda h: chunked.append(h.shape) or heads.ConvNeXtBlock._mlp_in_chunks(block, h))
+    with torch.no_grad():
+        inference = block(x)
+    assert chunked == [(2, 16, 24, 40)]  # the chunked path ran, once, without gradients
+    training = block(x)  # with gradients: the 1x1 convolutions
+    assert len(chunked) == 1 and training.requires_grad
+    torch.testing.assert_close(inference, training.detach(), rtol=1e-6, atol=1e-6)
+    monkeypatch.setattr(heads, "MLP_CHUNK", 0)  # 0: the convolutions at inference too
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), inference, rtol=1e-6, atol=1e-6)
+    assert len(chunked) == 1
+
+
 def test_stage_configs_without_a_decoder_stride_load_full_resolution_decoders():
     config = Stage1Config.from_dict({"mode": "regress"})  # written before decoder_stride existed
     assert config.decoder_stride == 1 and Stage1TerraMind.build(config).decoder.detail is None

@@ -142,7 +142,8 @@ class OpticalWriter:
             return
         factors = overview_factors(self.height, self.width)
         if OVERVIEWS_FIRST and factors:
-            self._dataset.build_overviews(factors, Resampling.average)
+            with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):  # averaged on every core, as the COG copy compresses
+                self._dataset.build_overviews(factors, Resampling.average)
         self._dataset.close()
         try:
             with warnings.catch_warnings():

@@ -13,6 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Pixels per chunk of a ConvNeXt block's MLP at inference on CPU: 2048 x 128 float32 activations
+# (1 MB) stay in a core's cache (chunks of 512 and 8192 were slower). 0: the 1x1 convolutions
+# on the whole image, as in training (``bench.scene`` compares the two).
+MLP_CHUNK = 2048
+
 
 class ConvNeXtBlock(nn.Module):
     """Depthwise 7x7 conv, channel LayerNorm, inverted-bottleneck MLP, residual."""
@@ -27,8 +32,31 @@ class ConvNeXtBlock(nn.Module):
         self.scale = nn.Parameter(torch.full((1, width, 1, 1), 0.1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.project(F.gelu(self.expand(self.norm(self.depthwise(x)))))
+        hidden = self.norm(self.depthwise(x))
+        if torch.is_grad_enabled() or x.device.type != "cpu" or not MLP_CHUNK:
+            y = self.project(F.gelu(self.expand(hidden)))
+        else:
+            y = self._mlp_in_chunks(hidden)
         return torch.addcmul(x, self.scale, y)  # x + scale * y in one pass
+
+    def _mlp_in_chunks(self, hidden: torch.Tensor) -> torch.Tensor:
+        """expand -> GELU -> project as matrix products over ``MLP_CHUNK`` pixels at a time.
+
+        The same values as the 1x1 convolutions (``tests/test_heads.py``), 2-2.5x faster on a CPU:
+        a chunk's 4x-wide activations stay in the core's cache instead of going through memory
+        (issue 15). Only without gradients, so training computes what it always did.
+        """
+        batch, channels, height, width = hidden.shape
+        flat = hidden.reshape(batch, channels, height * width)
+        out = torch.empty_like(flat)
+        expand_w, expand_b = self.expand.weight.flatten(1), self.expand.bias[:, None]
+        project_w, project_b = self.project.weight.flatten(1), self.project.bias[:, None]
+        for image, image_out in zip(flat, out, strict=True):
+            for start in range(0, height * width, MLP_CHUNK):
+                chunk = slice(start, start + MLP_CHUNK)
+                activations = F.gelu(torch.addmm(expand_b, expand_w, image[:, chunk]))
+                torch.addmm(project_b, project_w, activations, out=image_out[:, chunk])
+        return out.reshape(batch, channels, height, width)
 
 
 class FiLM(nn.Module):
