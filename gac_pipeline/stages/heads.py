@@ -42,9 +42,10 @@ class ConvNeXtBlock(nn.Module):
     def _mlp_in_chunks(self, hidden: torch.Tensor) -> torch.Tensor:
         """expand -> GELU -> project as matrix products over ``MLP_CHUNK`` pixels at a time.
 
-        The same values as the 1x1 convolutions (``tests/test_heads.py``), 2-2.5x faster on a CPU:
-        a chunk's 4x-wide activations stay in the core's cache instead of going through memory
-        (issue 15). Only without gradients, so training computes what it always did.
+        The same values as the 1x1 convolutions (``tests/test_stages_pipeline.py``), faster on a
+        CPU: a chunk's 4x-wide activations stay in the core's cache instead of going through
+        memory (issue 15; ``bench.scene``). Only without gradients, so training computes what it
+        always did.
         """
         batch, channels, height, width = hidden.shape
         flat = hidden.reshape(batch, channels, height * width)
