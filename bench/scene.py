@@ -71,9 +71,10 @@ OLD_PARTIAL_OPTIONS = {"compress": "deflate", "blockysize": 16}
 # ``gac_pipeline.io.writer``'s options (None: the code's); ``dtype``: the outputs' data type
 # (``translate_file(dtype=)``); ``threads``: torch.set_num_threads; ``mlp_chunk``: pixels per chunk
 # of the ConvNeXt blocks' MLP (``gac_pipeline.stages.heads.MLP_CHUNK``; 0: 1x1 convolutions on the
-# whole image, as before).
+# whole image, as before); ``reorder``: the decoders' linear fuse and output convolutions in the cheaper
+# order at inference (``heads.REORDER_AT_INFERENCE``; False: the order they were trained in, as before).
 BEFORE = {"tile": 128, "overlap": 32, "batch": 1, "side_by_side": False, "cog": OLD_COG_OPTIONS,
-          "partial": OLD_PARTIAL_OPTIONS, "overviews_first": False, "mlp_chunk": 0}
+          "partial": OLD_PARTIAL_OPTIONS, "overviews_first": False, "mlp_chunk": 0, "reorder": False}
 ROWS = {
     "before": BEFORE,
     "window 256": BEFORE | {"tile": 256},
@@ -85,6 +86,7 @@ ROWS = {
     "defaults now": {},
     "defaults, window 128": {"tile": 128},
     "defaults, MLP as 1x1 convolutions": {"mlp_chunk": 0},
+    "defaults, decoders in training order": {"reorder": False},
     "defaults, overlap 16": {"overlap": 16},
     "defaults, uint16 outputs": {"dtype": "uint16"},
 }
@@ -171,6 +173,7 @@ def apply(settings: dict, pipeline) -> None:
     writer.PARTIAL_OPTIONS = settings.get("partial") or writer.PARTIAL_OPTIONS
     writer.OVERVIEWS_FIRST = settings.get("overviews_first", writer.OVERVIEWS_FIRST)
     heads.MLP_CHUNK = settings.get("mlp_chunk", heads.MLP_CHUNK)
+    heads.REORDER_AT_INFERENCE = settings.get("reorder", heads.REORDER_AT_INFERENCE)
     if settings.get("threads"):
         torch.set_num_threads(settings["threads"])
 

@@ -150,7 +150,7 @@ class GACPipeline(nn.Module):
                 handle.remove()
 
     # ----------------------------------------------------------------------------- one array
-    @torch.no_grad()
+    @torch.inference_mode()
     def translate(self, s1_db: np.ndarray | torch.Tensor, *, month: int | None = None,
                  biome: str | int | None = None, seed: int = 0, stages=ALL_STAGES,
                  progress: bool = False, timesteps: int | None = None, uncertainty: int = 0) -> PipelineOutput:
@@ -276,7 +276,7 @@ class GACPipeline(nn.Module):
         return run_tile
 
     # ------------------------------------------------------------------------ whole files
-    @torch.no_grad()
+    @torch.inference_mode()
     def translate_file(self, s1_path: str | Path, out_dir: str | Path, *, units: str | None = None,
                        month: int | None = None, biome: str | int | None = None, seed: int = 0,
                        stages=ALL_STAGES, progress: bool = True, max_pixels: int = 1_000_000_000,

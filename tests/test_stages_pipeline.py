@@ -353,6 +353,32 @@ def test_convnext_mlp_in_chunks_at_inference_equals_the_training_convolutions(mo
     assert len(chunked) == 1
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_decoder_reordered_at_inference_equals_the_training_order(monkeypatch, stride):
+    from gac_pipeline.stages import heads
+    from gac_pipeline.stages.heads import PixelDecoder
+
+    torch.manual_seed(0)
+    decoder = PixelDecoder(24, 3, width=8, blocks=2, cond_dim=4, stride=stride)
+    for parameter in decoder.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)  # the output is zero-initialised: make it matter
+    tokens, pixels, cond = torch.randn(2, 24, 3, 4), torch.randn(2, 3, 48, 64), torch.randn(2, 4)
+    upsampled_channels = []
+    interpolate = heads.F.interpolate
+    monkeypatch.setattr(heads.F, "interpolate",
+                        lambda x, **kw: upsampled_channels.append(x.shape[1]) or interpolate(x, **kw))
+    with torch.no_grad():  # how training predicts its held-out tiles: the order it was trained in
+        trained_order = decoder(tokens, pixels, cond)
+    with torch.inference_mode():  # how the pipeline translates
+        reordered = decoder(tokens, pixels, cond)
+    # With stride 2 the last upsampling takes the 12 output channels instead of the 8 features.
+    assert upsampled_channels == ([8, 8, 8] + [8, 8, 12] if stride == 2 else [8, 8] + [8, 8])
+    torch.testing.assert_close(reordered, trained_order, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(heads, "REORDER_AT_INFERENCE", False)
+    with torch.inference_mode():
+        assert torch.equal(decoder(tokens, pixels, cond), trained_order)
+
+
 def test_stage_configs_without_a_decoder_stride_load_full_resolution_decoders():
     config = Stage1Config.from_dict({"mode": "regress"})  # written before decoder_stride existed
     assert config.decoder_stride == 1 and Stage1TerraMind.build(config).decoder.detail is None

@@ -17,6 +17,12 @@ from torch import nn
 # (1 MB) stay in a core's cache (chunks of 512 and 8192 were slower). 0: the 1x1 convolutions
 # on the whole image, as in training (``bench.scene`` compares the two).
 MLP_CHUNK = 2048
+# Under ``torch.inference_mode`` (how ``GACPipeline.translate`` and ``translate_file`` run) the
+# decoders apply their linear fuse and output convolutions in a cheaper order: the same map, equal
+# up to float rounding (``tests/test_stages_pipeline.py``). Training and its held-out predictions
+# (``no_grad``) keep the order they were trained in, so ``train_mini`` still writes the shipped
+# files bit for bit. False: that order at inference too (``bench.scene`` compares the two).
+REORDER_AT_INFERENCE = True
 
 
 class ConvNeXtBlock(nn.Module):
@@ -120,14 +126,28 @@ class PixelDecoder(nn.Module):
                 cond: torch.Tensor | None = None) -> torch.Tensor:
         """(B, token_dim, H/16, W/16) tokens and (B, pixel_channels, H, W) pixels -> (B, out_channels, H, W)."""
         x = self.tokens_in(tokens)
+        width = x.shape[1]
         for refine, factor in zip(self.upsample_refine, self.up_factors, strict=True):
             x = F.gelu(refine(F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)))
-        x = self.fuse(torch.cat([x, self.pixels_in(pixels)], dim=1))
+        reorder = torch.is_inference_mode_enabled() and REORDER_AT_INFERENCE
+        if reorder:  # the 1x1 fuse on the concatenation, as a sum of its two halves (no copy)
+            x = torch.add(F.conv2d(x, self.fuse.weight[:, :width], self.fuse.bias),
+                          F.conv2d(self.pixels_in(pixels), self.fuse.weight[:, width:]))
+        else:
+            x = self.fuse(torch.cat([x, self.pixels_in(pixels)], dim=1))
         for i, block in enumerate(self.blocks):
             x = block(x)
             if self.films is not None and cond is not None:
                 x = self.films[i](x, cond)
-        if self.detail is not None:
-            x = F.interpolate(x, scale_factor=self.stride, mode="bilinear", align_corners=False)
-            x = torch.cat([x, F.gelu(self.detail(pixels))], dim=1)
-        return self.out(x)
+        if self.detail is None:
+            return self.out(x)
+        detail = F.gelu(self.detail(pixels))
+        if reorder:
+            # The 1x1 output convolution and the bilinear upsampling are both linear, so the
+            # output's share of the blocks' features can go first: 12 channels are upsampled
+            # instead of 32, and nothing is concatenated at full resolution.
+            x = F.interpolate(F.conv2d(x, self.out.weight[:, :width]), scale_factor=self.stride,
+                              mode="bilinear", align_corners=False)
+            return torch.add(x, F.conv2d(detail, self.out.weight[:, width:], self.out.bias))
+        x = F.interpolate(x, scale_factor=self.stride, mode="bilinear", align_corners=False)
+        return self.out(torch.cat([x, detail], dim=1))
