@@ -7,6 +7,7 @@ import torch
 from bench import common, scene
 from gac_pipeline.io import read_s1, read_s2, writer
 from gac_pipeline.presets import load_preset
+from gac_pipeline.stages import heads
 
 
 def test_quality_mosaics_lay_out_each_test_tile_once(tmp_path):
@@ -23,7 +24,8 @@ def test_quality_mosaics_lay_out_each_test_tile_once(tmp_path):
 
 
 def test_apply_sets_what_a_row_names(monkeypatch):
-    for module, name in ((writer, "COG_OPTIONS"), (writer, "PARTIAL_OPTIONS"), (writer, "OVERVIEWS_FIRST")):
+    for module, name in ((writer, "COG_OPTIONS"), (writer, "PARTIAL_OPTIONS"), (writer, "OVERVIEWS_FIRST"),
+                         (heads, "MLP_CHUNK"), (heads, "REORDER_AT_INFERENCE")):
         monkeypatch.setattr(module, name, getattr(module, name))  # put back after the test
     threads = torch.get_num_threads()
     pipeline = load_preset("mini")
@@ -34,6 +36,7 @@ def test_apply_sets_what_a_row_names(monkeypatch):
         assert pipeline._window_workers(("1", "2", "3")) == 1
         assert writer.COG_OPTIONS["COMPRESS"] == "DEFLATE" and writer.PARTIAL_OPTIONS["compress"] == "deflate"
         assert not writer.OVERVIEWS_FIRST
+        assert heads.MLP_CHUNK == 0 and not heads.REORDER_AT_INFERENCE
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)

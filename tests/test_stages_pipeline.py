@@ -363,6 +363,7 @@ def test_decoder_reordered_at_inference_equals_the_training_order(monkeypatch, s
     for parameter in decoder.parameters():
         torch.nn.init.normal_(parameter, std=0.3)  # the output is zero-initialised: make it matter
     tokens, pixels, cond = torch.randn(2, 24, 3, 4), torch.randn(2, 3, 48, 64), torch.randn(2, 4)
+    monkeypatch.setattr(heads, "REORDER_AT_INFERENCE", True)  # the default
     upsampled_channels = []
     interpolate = heads.F.interpolate
     monkeypatch.setattr(heads.F, "interpolate",
