@@ -1,11 +1,14 @@
 """``python -m eval.figure --out grid.png``: a picture of the test tiles, stage by stage.
 
-One row per tile: SAR (false colour) | opt_v1 | opt_v2 | opt_v3 | real optical, with the app's
+One row per tile: SAR (false colour) | opt_v1 | opt_v2 | opt_v3 | the one-network control | real
+optical, with the app's
 fixed stretches (``gac_pipeline.display``: the same DN is the same colour in every panel, so
 brightness differences between stages are real), each panel upscaled by an integer factor with
 nearest neighbour (no smoothing that would hide blur or texture). Under every optical panel:
 PSNR (dB, bands B02, B03, B04, B08), ``structure_r`` and ``sharpness`` against the real tile, the
-per-tile scores of ``per_tile.csv`` (opt_v1 = ``v1``, opt_v2 = ``v1+v2``, opt_v3 = ``v1+v2+v3``).
+per-tile scores of ``per_tile.csv`` (opt_v1 = ``v1``, opt_v2 = ``v1+v2``, opt_v3 = ``v1+v2+v3``,
+the control = ``unet_control``). The control is the preset's stored one (``references/control``);
+a preset without one gets a grey panel captioned "n/a" with the reason.
 
 The pipeline runs as the ablation runs it (``eval.ablation.run_pipeline``: the pair's month and
 biome, the same seed), once per tile with all three stages. By default every clear test tile
@@ -30,7 +33,7 @@ ROW_TITLE = 18  # tile name, month, biome above each row
 CAPTION = 18  # scores under each panel
 FOOTER = 20  # what the captions mean
 COLUMNS = ("SAR (R VV, G VH, B VV−VH)", "opt_v1 (stage 1)", "opt_v2 (+ refiner)", "opt_v3 (+ grounding)",
-           "real optical (S2L2A)")
+           "one-network control", "real optical (S2L2A)")
 OUTPUTS = ("opt_v1", "opt_v2", "opt_v3")
 DEFAULT_SCALE = 2
 
@@ -90,6 +93,7 @@ def render_grid(out: str | Path, data_dir: str | Path | None = None, preset: str
     from gac_pipeline.display import RGB_MAX_REFLECTANCE, SAR_STRETCH_DB, rgb_composite, sar_false_colour
     from gac_pipeline.metrics import psnr, sharpness, structure_r
     from gac_pipeline.presets import load_preset
+    from gac_pipeline.references import load_for_preset
     from gac_pipeline.stages.terramind_common import seed_everything
 
     data_dir = DEFAULT_DATA_DIR if data_dir is None else data_dir
@@ -99,6 +103,9 @@ def render_grid(out: str | Path, data_dir: str | Path | None = None, preset: str
     clusters = dict(zip(names, scene_clusters(names), strict=True))
     seed_everything(seed)
     pipeline = load_preset(preset)
+    references = load_for_preset(preset)
+    no_control = ("no references stored with this preset" if references is None
+                  else references.available()["unet_control"])
     dataset = PairDataset(pairs)
     rows = []
     for index, info in enumerate(pairs):
@@ -107,8 +114,13 @@ def render_grid(out: str | Path, data_dir: str | Path | None = None, preset: str
         result = run_pipeline(pipeline, item, seed=seed)
         panels = [sar_false_colour(s1)]
         captions = [f"month {item['month'] or '?'} · {info.biome}"]
-        for output in OUTPUTS:
-            prediction = getattr(result, output)
+        predictions = [getattr(result, output) for output in OUTPUTS]
+        predictions.append(references.predict("unet_control", s1) if no_control is None else None)
+        for prediction in predictions:
+            if prediction is None:
+                panels.append(np.full_like(panels[0], 128))
+                captions.append(f"n/a: {no_control}")
+                continue
             panels.append(rgb_composite(prediction))
             captions.append(f"PSNR {_number(psnr(prediction, target))} · r {_number(structure_r(prediction, target))}"
                             f" · sharp {_number(sharpness(prediction, target))}")
@@ -175,7 +187,7 @@ def _draw(rows: list[tuple[str, list[np.ndarray], list[str]]], out: Path, *, til
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m eval.figure",
-                                     description="Grid of test tiles: SAR | opt_v1 | opt_v2 | opt_v3 | real.")
+                                     description="Grid of test tiles: SAR | opt_v1 | opt_v2 | opt_v3 | control | real.")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     parser.add_argument("--data", type=Path, help="dataset folder (test split, else all); default: the bundled "
                                                   "data/bigearthnet")

@@ -29,7 +29,7 @@ from eval.ablation import (
 from gac_pipeline.control import ControlConfig, UNetControl
 from gac_pipeline.data import DEFAULT_DATA_DIR, PairDataset, evaluation_pairs, list_pairs, scene_clusters
 from gac_pipeline.display import rgb_composite, sar_false_colour
-from gac_pipeline.references import References
+from gac_pipeline.references import References, load_for_preset
 from gac_pipeline.uncertainty import error_spearman
 from tests.conftest import build_tiny_pipeline
 from training.common import load_split
@@ -354,7 +354,7 @@ def test_figure_writes_a_grid_of_the_expected_size(preset, tmp_path, capsys):
     image = np.asarray(Image.open(out).convert("RGB"))
     panel = 120 * figure.DEFAULT_SCALE
     height = figure.HEADER + 2 * (figure.ROW_TITLE + panel + figure.CAPTION) + figure.FOOTER
-    assert image.shape == (height, 5 * panel + 6 * figure.PAD, 3)
+    assert image.shape == (height, 6 * panel + 7 * figure.PAD, 3)
     assert image.shape[:2][::-1] == figure.grid_size(2, 120)
     # The first two clear test tiles, sorted by name; panels are exact nearest-neighbour upscales.
     pairs = sorted((info for info in evaluation_pairs(DEFAULT_DATA_DIR) if info.clear_land), key=lambda i: i.name)
@@ -363,8 +363,21 @@ def test_figure_writes_a_grid_of_the_expected_size(preset, tmp_path, capsys):
     sar = image[top:top + panel, figure.PAD:figure.PAD + panel]
     assert np.array_equal(sar, sar_false_colour(item["s1"].numpy()).repeat(scale, 0).repeat(scale, 1))
     left = figure.PAD + 4 * (panel + figure.PAD)
+    control = image[top:top + panel, left:left + panel]
+    expected = rgb_composite(load_for_preset(str(preset)).predict("unet_control", item["s1"].numpy()))
+    assert np.array_equal(control, expected.repeat(scale, 0).repeat(scale, 1))
+    left = figure.PAD + 5 * (panel + figure.PAD)
     real = image[top:top + panel, left:left + panel]
     assert np.array_equal(real, rgb_composite(item["s2"].numpy()).repeat(scale, 0).repeat(scale, 1))
+
+
+def test_figure_without_a_control_draws_na(bare_preset, tmp_path):
+    out = tmp_path / "grid.png"
+    assert figure.main(["--out", str(out), "--preset", str(bare_preset), "--tiles", "1"]) == 0
+    image = np.asarray(Image.open(out).convert("RGB"))
+    panel, top = 120 * figure.DEFAULT_SCALE, figure.HEADER + figure.ROW_TITLE
+    left = figure.PAD + 4 * (panel + figure.PAD)
+    assert (image[top:top + panel, left:left + panel] == 128).all()  # grey: no control to draw
 
 
 def test_figure_cli_bad_input_exits_2(tmp_path, capsys):

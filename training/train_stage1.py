@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init-from", default="mini", help="preset name or folder giving stages 2 and 3")
     parser.add_argument("--ssim-weight", type=float, default=0.1)
     parser.add_argument("--grad-weight", type=float, default=0.0, help="weight of an L1 on luminance gradients")
+    parser.add_argument("--sam-weight", type=float, default=0.0, help="weight of the spectral angle (as the control's)")
     return loop.parse_with_config(parser, argv, "stage1")
 
 
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
             loss = loss + args.ssim_weight * losses.ssim_loss(pred, target)
         if args.grad_weight:
             loss = loss + args.grad_weight * losses.gradient_l1(pred, target)
+        if args.sam_weight:
+            loss = loss + args.sam_weight * losses.spectral_angle(pred, target)
         return loss
 
     recorder = cv.recorder_for(held_out, lambda tiles: common.predict_tiles(stage, tiles.s1, device=run.device), args)
