@@ -1,10 +1,9 @@
 """``python -m eval.figure --out grid.png``: a picture of the test tiles, stage by stage.
 
 One row per tile: SAR (false colour) | opt_v1 | opt_v2 | opt_v3 | the one-network control | real
-optical, with the app's
-fixed stretches (``gac_pipeline.display``: the same DN is the same colour in every panel, so
-brightness differences between stages are real), each panel upscaled by an integer factor with
-nearest neighbour (no smoothing that would hide blur or texture). Under every optical panel:
+optical, with the app's fixed stretches (``gac_pipeline.display``: the same DN is the same colour
+in every panel, so brightness differences between stages are real), each panel upscaled by an
+integer factor with nearest neighbour (no smoothing that would hide blur or texture). Under every optical panel:
 PSNR (dB, bands B02, B03, B04, B08), ``structure_r`` and ``sharpness`` against the real tile, the
 per-tile scores of ``per_tile.csv`` (opt_v1 = ``v1``, opt_v2 = ``v1+v2``, opt_v3 = ``v1+v2+v3``,
 the control = ``unet_control``). The control is the preset's stored one (``references/control``);

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         fold = f", fold {args.fold} of {args.folds} held out" if held_out else ""
         text = (f"trained on {len(train)} real {'tiles' if args.all_tiles else 'clear_land tiles'} (train + "
                 f"validation splits{fold}) for {result.steps} steps, L1 + SSIM"
-                f"{' + gradient' if args.grad_weight else ''}")
+                f"{' + gradient' if args.grad_weight else ''}{' + spectral angle' if args.sam_weight else ''}")
         common.write_pipeline(args, {"1": stage.cpu()}, "1", text)
         print(f"stage 1 {text}\nwrote {args.out} ({result.wall_s:.0f} s; checkpoint and log in {args.work_dir})")
     loop.teardown_distributed()
