@@ -7,8 +7,11 @@ Debian's ``chromium`` package and the test points Playwright at it.
 """
 
 import socket
+import time
 from pathlib import Path
+from unittest import mock
 
+import httpx
 import pytest
 
 from app import handlers
@@ -37,8 +40,25 @@ def app_url():
     demo = build_demo(results_dir=FIXTURE_RESULTS, warm_examples=False).queue(default_concurrency_limit=1,
                                                                               max_size=8)
     port = _free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                max_file_size="64mb")
+    # Gradio checks that the page answers with one 3 s HEAD request and, on a timeout, refuses to
+    # start ("localhost is not accessible"); on a busy 2-core CI run the first answer can take
+    # longer, so the check polls for up to a minute here.
+    from gradio import networking
+
+    def patient_url_ok(url: str) -> bool:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.head(url, timeout=10).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        return False
+
+    with mock.patch.object(networking, "url_ok", patient_url_ok):
+        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
+                    max_file_size="64mb")
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
