@@ -6,6 +6,9 @@ included, flagged by ``clear_land``) is scored for each variant in ``VARIANTS``:
 - ``mean_baseline``, ``linear_baseline``, ``unet_control``: from the ``References`` stored with
   the preset (fitted on its training split); a preset without them keeps these rows with
   n = 0 and the reason in ``note``, never invented numbers.
+- ``v1+unsharp``: opt_v1 through an unsharp mask (``references.unsharp_mask``) whose box size
+  and gain ``train_mini`` chose on out-of-fold opt_v1 by stage 2's own rule. No training: the
+  yardstick stage 2 (realism) has to beat to show that it learned more than a filter.
 - ``v1``, ``v1+v2``, ``v1+v3``, ``v1+v2+v3``: the pipeline with those stages (a skipped stage
   passes its input through), with the pair's month and biome and the same seed.
 
@@ -72,7 +75,7 @@ from gac_pipeline.metrics import (
 from gac_pipeline.outputs import PipelineOutput
 from gac_pipeline.pipeline import GACPipeline, base_models
 from gac_pipeline.presets import load_preset
-from gac_pipeline.references import REFERENCES_DIR, References, load_for_preset
+from gac_pipeline.references import REFERENCES_DIR, UNSHARP_VARIANT, References, load_for_preset, unsharp_mask
 from gac_pipeline.references import VARIANTS as REFERENCE_VARIANTS
 from gac_pipeline.stages.terramind_common import seed_everything
 from gac_pipeline.uncertainty import describe as describe_variants
@@ -85,7 +88,7 @@ PIPELINE_VARIANTS = {
     "v1+v3": (("1", "3"), "opt_v3"),
     "v1+v2+v3": (("1", "2", "3"), "opt_v3"),
 }
-VARIANTS = (*REFERENCE_VARIANTS, *PIPELINE_VARIANTS)
+VARIANTS = (*REFERENCE_VARIANTS, UNSHARP_VARIANT, *PIPELINE_VARIANTS)
 BASELINES = ("mean_baseline", "linear_baseline")
 # Luminance scores against the real tile (gac_pipeline.metrics), computed here directly.
 STRUCTURE_METRICS = ("structure_r", "edge_r", "sharpness")
@@ -110,6 +113,7 @@ HEADLINE_SUBSET = "clear"
 BEST_BASELINE = "best baseline"
 COMPARISONS = (
     ("v1+v2 - v1", "v1+v2", "v1"),
+    ("v1+v2 - v1+unsharp", "v1+v2", UNSHARP_VARIANT),
     ("v1+v2+v3 - v1+v2", "v1+v2+v3", "v1+v2"),
     ("v1+v2+v3 - unet_control", "v1+v2+v3", "unet_control"),
     ("v1+v2+v3 - best baseline", "v1+v2+v3", BEST_BASELINE),
@@ -182,6 +186,8 @@ def run_ablation(data_dir: str | Path, preset: str = "mini", out_dir: str | Path
     reasons = (references.available() if references is not None
                else dict.fromkeys(REFERENCE_VARIANTS, f"no references stored with preset {preset!r} "
                                                       f"(no {REFERENCES_DIR}/ folder)"))
+    reasons[UNSHARP_VARIANT] = (None if references is not None and references.unsharp is not None
+                                else f"no unsharp-mask setting stored with preset {preset!r}'s references")
     runnable = [v for v in VARIANTS if reasons.get(v) is None]
     per_tile, lpips_reason = _score_tiles(pairs, pipeline, references, runnable, seed=seed, uncertainty=uncertainty,
                                           progress=progress)
@@ -189,7 +195,8 @@ def run_ablation(data_dir: str | Path, preset: str = "mini", out_dir: str | Path
     # Why a variant has no numbers, else whether its numbers come from an untrained model.
     notes = dict(reasons)
     if not pipeline.config.trained:
-        notes.update(dict.fromkeys(PIPELINE_VARIANTS, "pipeline untrained (random weights)"))
+        notes.update({variant: "pipeline untrained (random weights)" for variant in [*PIPELINE_VARIANTS, UNSHARP_VARIANT]
+                      if notes.get(variant) is None})  # a variant that did not run keeps its reason
     control_trained = (references.control.config.trained
                        if references is not None and references.control is not None else None)
     if control_trained is False:
@@ -300,6 +307,9 @@ def _score_tiles(pairs: list[PairInfo], pipeline: GACPipeline, references: Refer
             if variant in PIPELINE_VARIANTS:
                 stages, output = PIPELINE_VARIANTS[variant]
                 prediction = getattr(run_pipeline(pipeline, item, seed=seed, stages=stages), output)
+            elif variant == UNSHARP_VARIANT:
+                opt_v1 = run_pipeline(pipeline, item, seed=seed, stages=("1",)).opt_v1
+                prediction = unsharp_mask(opt_v1, **references.unsharp)
             else:
                 prediction = references.predict(variant, s1)
             metrics = {**compute_metrics(prediction, s1, target), **structure_scores(prediction, target),

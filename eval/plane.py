@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-COLOURS = {"mean_baseline": "#888888", "linear_baseline": "#888888", "unet_control": "#d62728"}
+COLOURS = {"mean_baseline": "#888888", "linear_baseline": "#888888", "v1+unsharp": "#888888", "unet_control": "#d62728"}
 
 
 def render_plane(out: str | Path, results: str | Path = RESULTS_DIR, subset: str = "clear") -> Path:

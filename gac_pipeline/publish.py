@@ -32,7 +32,8 @@ TAGS = ["gac", "remote-sensing", "earth-observation", "sentinel-1", "sentinel-2"
 HEADLINE_SUBSET = "clear"
 CARD_METRICS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "structure_r": "structure_r"}
 VARIANT_NAMES = {"mean_baseline": "mean-image baseline", "linear_baseline": "linear baseline (per-pixel least squares)",
-                 "unet_control": "one-network UNet control", "v1": "opt_v1 (stage 1)",
+                 "unet_control": "one-network UNet control", "v1+unsharp": "opt_v1 + unsharp mask (a filter: stage 2's yardstick)",
+                 "v1": "opt_v1 (stage 1)",
                  "v1+v2": "opt_v2 (stages 1+2)", "v1+v3": "stages 1+3 (refiner skipped)",
                  "v1+v2+v3": "opt_v3 (stages 1+2+3, the pipeline's output)"}
 # What the Space runs: the app and its packages, plus the files the app reads.

@@ -6,8 +6,9 @@ A pipeline folder may hold ``references/``:
   least-squares map from [VV, VH, VV-VH, 1] dB to the 12 bands (``linear_baseline``), the
   median luminance gradient energy of the training S2 tiles (``training_gradient_energy``,
   what ``sharpness`` compares a prediction with when there is no reference tile; absent in
-  files written before it existed), where they came from, and the SHA-256 of every control
-  file;
+  files written before it existed), the unsharp-mask setting of the ``v1+unsharp`` baseline
+  (``unsharp``: box size and gain chosen on out-of-fold opt_v1, see :func:`unsharp_mask`; absent
+  in older files), where they came from, and the SHA-256 of every control file;
 - ``control/`` (optional): the :class:`UNetControl` (``unet_control``) as config + safetensors.
 
 Keeping them with the preset means every evaluation of that preset compares against the
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.ndimage import uniform_filter
 
 from gac_pipeline import hub
 from gac_pipeline.bands import S2L2A_BANDS
@@ -40,6 +42,11 @@ CONTROL_FILES = (f"{CONTROL_DIR}/{CONFIG_FILE}", f"{CONTROL_DIR}/{FULL_WEIGHTS}"
 VARIANTS = ("mean_baseline", "linear_baseline", "unet_control")
 LINEAR_FEATURES = ("VV", "VH", "VV-VH", "1")
 PAD_MULTIPLE = 16  # what the pipeline pads to
+# The v1+unsharp baseline: opt_v1 sharpened by a fixed filter, no training. It is the yardstick for
+# stage 2 (realism), which must beat a filter at the same PSNR to show that it learned something.
+UNSHARP_VARIANT = "v1+unsharp"
+UNSHARP_SIZES = (3, 5, 9, 17, 33)  # box filter sides, pixels
+UNSHARP_GAINS = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 
 
 def _features(s1_db: np.ndarray) -> np.ndarray:
@@ -68,6 +75,8 @@ class References:
     control: UNetControl | None = None
     # Median over the training S2 tiles of metrics.gradient_energy; None when unknown (older files).
     training_gradient_energy: float | None = None
+    # {"size": box side, "gain": gain} of the v1+unsharp baseline; None when unknown (older files).
+    unsharp: dict | None = None
 
     @classmethod
     def fit(cls, s1_db, s2_dn, *, source: str) -> References:
@@ -135,6 +144,7 @@ class References:
             "source": self.source,
             "train_tiles": int(self.train_tiles),
             "training_gradient_energy": _optional_float(self.training_gradient_energy),
+            "unsharp": self.unsharp,
             "files": {path.relative_to(root).as_posix(): hub.sha256(path) for path in written},
         }
         (root / REFERENCES_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n")
@@ -159,6 +169,9 @@ class References:
             source, train_tiles, files = str(record["source"]), int(record["train_tiles"]), dict(record["files"])
             # Absent from files written before it existed: None, and sharpness says so.
             training_gradient_energy = _optional_float(record.get("training_gradient_energy"))
+            unsharp = record.get("unsharp")
+            if unsharp is not None:
+                unsharp = {"size": int(unsharp["size"]), "gain": float(unsharp["gain"])}
         except (ValueError, KeyError, TypeError) as error:
             raise CheckpointError(f"{path}: unreadable ({type(error).__name__}: {error})") from None
         shapes = {"mean_dn": (mean_dn.shape, (len(S2L2A_BANDS),)),
@@ -178,7 +191,22 @@ class References:
                 raise hub.CheckpointSafetyError(f"{root}: {', '.join(unlisted)} not listed in {REFERENCES_FILE}")
             control = UNetControl.load(hub.inside(root, CONTROL_DIR))
         return cls(mean_dn=mean_dn, linear=linear, source=source, train_tiles=train_tiles, control=control,
-                   training_gradient_energy=training_gradient_energy)
+                   training_gradient_energy=training_gradient_energy, unsharp=unsharp)
+
+
+def unsharp_mask(dn, size: int, gain: float) -> np.ndarray:
+    """``blur + gain x (image - blur)`` per band, blur = the ``size`` x ``size`` box mean (edges reflected).
+
+    Args:
+        dn: (..., H, W) image(s), e.g. (12, H, W) DN.
+
+    Returns:
+        float32, the shape of ``dn``. Gain 1 returns the image; above 1 it raises the contrast of
+        detail finer than the box, which is what a blurred regression output lacks.
+    """
+    image = np.asarray(dn, dtype=np.float32)
+    blur = uniform_filter(image, size=size, axes=(-2, -1), mode="reflect")
+    return blur + np.float32(gain) * (image - blur)
 
 
 def median_gradient_energy(s2_dn) -> float | None:

@@ -305,12 +305,12 @@ def test_rerun_writes_a_new_folder_and_shows_it(tmp_path):
     committed = sorted(evaluation.RESULTS_DIR.rglob("*")) if evaluation.RESULTS_DIR.exists() else None
     results = evaluation.rerun(tmp_path / "rerun", bootstrap=50, max_tiles=2)
     assert results.directory == tmp_path / "rerun" and results.meta["n_tiles"] == 2
-    assert list(results.summary["variant"]) == [*BASELINES, *STAGE_VARIANTS] * 3
+    assert list(results.summary["variant"]) == [*BASELINES, "v1+unsharp", *STAGE_VARIANTS] * 3  # mini stores a filter
     assert (tmp_path / "rerun" / "paired.csv").is_file() and not results.paired.empty
     view = evaluation.view_of(results, rerun=True)
     assert "Re-run in this session" in view.markdown and "committed results are unchanged" in view.markdown
-    assert len(view.table) == 7 and set(view.figures) == set(evaluation.CHART_METRICS)
-    assert view.subset == evaluation.headline_subset(results.summary) and len(view.paired) == 4
+    assert len(view.table) == 8 and set(view.figures) == set(evaluation.CHART_METRICS)
+    assert view.subset == evaluation.headline_subset(results.summary) and len(view.paired) == 5
     assert json.loads((tmp_path / "rerun" / "meta.json").read_text())["bootstrap"]["samples"] == 50
     after = sorted(evaluation.RESULTS_DIR.rglob("*")) if evaluation.RESULTS_DIR.exists() else None
     assert after == committed

@@ -29,12 +29,13 @@ from eval.ablation import (
 from gac_pipeline.control import ControlConfig, UNetControl
 from gac_pipeline.data import DEFAULT_DATA_DIR, PairDataset, evaluation_pairs, list_pairs, scene_clusters
 from gac_pipeline.display import rgb_composite, sar_false_colour
-from gac_pipeline.references import References, load_for_preset
+from gac_pipeline.metrics import compute_metrics
+from gac_pipeline.references import References, load_for_preset, unsharp_mask
 from gac_pipeline.uncertainty import error_spearman
 from tests.conftest import build_tiny_pipeline
 from training.common import load_split
 
-EXPECTED_ORDER = ["mean_baseline", "linear_baseline", "unet_control", "v1", "v1+v2", "v1+v3", "v1+v2+v3"]
+EXPECTED_ORDER = ["mean_baseline", "linear_baseline", "unet_control", "v1+unsharp", "v1", "v1+v2", "v1+v3", "v1+v2+v3"]
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,7 @@ def preset(tmp_path_factory):
     refs.control = UNetControl.build(ControlConfig(width=4, levels=2))
     refs.control.start_at_mean(torch.from_numpy(refs.mean_dn).float())
     torch.nn.init.normal_(refs.control.out.weight, std=0.05)
+    refs.unsharp = {"size": 3, "gain": 2.0}
     refs.save(directory)
     return directory
 
@@ -76,7 +78,7 @@ def test_files_variants_and_intervals(result):
     summary = res.summary
     assert list(summary.columns) == SUMMARY_COLUMNS
     assert summary["variant"].tolist() == EXPECTED_ORDER * 3
-    assert summary["subset"].tolist() == ["clear"] * 7 + ["cloudy"] * 7 + ["all"] * 7
+    assert summary["subset"].tolist() == ["clear"] * 8 + ["cloudy"] * 8 + ["all"] * 8
     everything = _subset(summary, "all")
     assert (everything["n"] == 3).all() and (everything["n_clusters"] == 3).all()
     for metric in ("psnr", "ssim", "sam_deg", "structure_r", "edge_r", "sharpness"):
@@ -92,6 +94,7 @@ def test_files_variants_and_intervals(result):
     assert everything.loc["v1+v2+v3", "sharpness"] == pytest.approx(
         res.per_tile.query("variant == 'v1+v2+v3'")["sharpness"].mean())
     assert "pipeline untrained" in everything.loc["v1", "note"]
+    assert "pipeline untrained" in everything.loc["v1+unsharp", "note"]  # it sharpens the untrained v1
     assert "control untrained" in everything.loc["unet_control", "note"]
 
 
@@ -118,7 +121,7 @@ def test_per_tile_rows_are_test_split_tiles(result):
     _, res = result
     per_tile = res.per_tile
     assert list(per_tile.columns) == PER_TILE_COLUMNS
-    assert len(per_tile) == 7 * 3
+    assert len(per_tile) == len(VARIANTS) * 3
     assert per_tile[["psnr_12", "ssim_12", "sam_deg_12", "sar_edge_reference", "structure_r", "edge_r",
                      "sharpness"]].notna().all().all()
     names = res.meta["tiles"]
@@ -194,6 +197,7 @@ def test_preset_without_references_keeps_rows_and_cli_prints(bare_preset, tmp_pa
         assert summary.loc[variant, "n"] == 0
         assert summary.loc[variant, ["psnr", "ssim", "sam_deg", "sar_edge", "sharpness"]].isna().all()
         assert "no references" in summary.loc[variant, "note"]
+    assert summary.loc["v1+unsharp", "n"] == 0 and "no unsharp-mask setting" in summary.loc["v1+unsharp", "note"]
     assert summary.loc["v1", "n"] == 1
     # Differences with a variant that did not run: n = 0 and the reason, never numbers.
     paired = loaded.paired[loaded.paired["subset"] == "all"].set_index(["comparison", "metric"])
@@ -317,6 +321,17 @@ def test_paired_differences_match_per_tile_csv(result):
     best = res.paired.query("subset == 'all' and comparison == 'v1+v2+v3 - best baseline'")["b"].iloc[0]
     means = _subset(res.summary, "all").loc[["mean_baseline", "linear_baseline"], "psnr"]
     assert best == means.idxmax()
+
+
+def test_unsharp_baseline_scores_the_stored_filter_on_opt_v1(result):
+    _, res = result
+    pair = evaluation_pairs(DEFAULT_DATA_DIR)[0]
+    item = PairDataset([pair])[0]
+    opt_v1 = run_pipeline(build_tiny_pipeline(), item, seed=0, stages=("1",)).opt_v1
+    expected = compute_metrics(unsharp_mask(opt_v1, 3, 2.0), item["s1"].numpy(), item["s2"].numpy())
+    scored = res.per_tile.set_index(["variant", "tile"]).loc[("v1+unsharp", pair.name)]
+    assert scored["psnr"] == pytest.approx(expected["psnr"]) and scored["ssim"] == pytest.approx(expected["ssim"])
+    assert scored["psnr"] != pytest.approx(res.per_tile.set_index(["variant", "tile"]).loc[("v1", pair.name), "psnr"])
 
 
 def test_uncertainty_spearman_per_tile_and_in_the_summary(result, preset, tmp_path):

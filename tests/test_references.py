@@ -15,6 +15,7 @@ from gac_pipeline.references import (
     load_for_preset,
     median_gradient_energy,
     training_gradient_energy_for_preset,
+    unsharp_mask,
 )
 from gac_pipeline.stages.base import CheckpointError
 
@@ -224,3 +225,34 @@ def test_control_load_checks_keys(tmp_path):
     (tmp_path / "control" / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="missing weights"):
         UNetControl.load(tmp_path / "control")
+
+
+def test_unsharp_mask_known_cases():
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 3000, (12, 20, 20)).astype(np.float32)
+    np.testing.assert_allclose(unsharp_mask(image, 5, 1.0), image, rtol=1e-6, atol=1e-3)  # gain 1: the image
+    flat = np.full((12, 20, 20), 1234.0, dtype=np.float32)
+    np.testing.assert_allclose(unsharp_mask(flat, 5, 4.0), flat, rtol=1e-6)  # nothing to sharpen
+    # A step edge: gain 2 overshoots on both sides by half the step's local contrast, and
+    # gradient energy (what sharpness compares) rises.
+    step = np.zeros((1, 8, 8), dtype=np.float32)
+    step[..., 4:] = 100.0
+    sharpened = unsharp_mask(step, 3, 2.0)
+    np.testing.assert_allclose(sharpened[0, 0], [0, 0, 0, -100 / 3, 400 / 3, 100, 100, 100], atol=1e-3)
+    assert gradient_energy(unsharp_mask(image, 5, 3.0)) > gradient_energy(image)
+
+
+def test_unsharp_setting_round_trips_and_older_files_have_none(tmp_path):
+    s1, s2 = linear_world()
+    refs = References.fit(s1, s2, source="synthetic")
+    assert refs.unsharp is None
+    refs.save(tmp_path)
+    assert References.load(tmp_path).unsharp is None
+    refs.unsharp = {"size": 5, "gain": 6.0}
+    refs.save(tmp_path)
+    assert References.load(tmp_path).unsharp == {"size": 5, "gain": 6.0}
+    record_path = tmp_path / REFERENCES_DIR / "references.json"
+    record = json.loads(record_path.read_text())
+    del record["unsharp"]  # as written before the field existed
+    record_path.write_text(json.dumps(record))
+    assert References.load(tmp_path).unsharp is None

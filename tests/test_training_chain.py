@@ -19,7 +19,7 @@ from gac_pipeline import metrics
 from gac_pipeline.data import DEFAULT_DATA_DIR, PairDataset, list_pairs, scene_clusters
 from gac_pipeline.hub import sha256
 from gac_pipeline.pipeline import GACPipeline
-from gac_pipeline.references import References
+from gac_pipeline.references import References, unsharp_mask
 from tests.conftest import tiny_configs
 from training import CPU_KERNEL_PINS, common, cv, losses, train_mini, train_stage1, train_stage2, train_stage3
 
@@ -43,6 +43,8 @@ def test_chain_writes_a_loadable_labelled_preset_with_references(chain):
         assert f"stage {key}: " in pipeline.config.description
     references = References.load(root / "preset")
     assert references.control is not None and references.train_tiles == 32
+    unsharp = {key: record["unsharp_baseline"][key] for key in ("size", "gain")}
+    assert references.unsharp == unsharp and len(record["unsharp_baseline"]["table"]) > 1
     assert record["control_parameters"] <= record["chain_parameters"]
     assert record["jobs"] == 2 and 0 < record["wall_seconds"]
     assert "stage 1: " in (root / "work" / "stage1" / "fold0_train" / train_mini.RUN_LOG).read_text()
@@ -165,6 +167,19 @@ def test_choose_step_skips_the_warm_up_and_keeps_the_identity_only_when_allowed(
     choice = cv.choose_step(pool, dirs, allow_start=True, psnr_tolerance=cv.ROLE_PSNR_TOLERANCE)
     assert choice.step == 0 and [row["eligible"] for row in choice.table] == [True, False, False]
     assert [r["eligible"] for r in cv.choose_step(pool, dirs, allow_start=True, psnr_tolerance=100).table] == [True] * 3
+
+
+def test_choose_unsharp_sharpens_a_blurred_stage1_output_within_the_psnr_tolerance():
+    pool = common.load_pool(DEFAULT_DATA_DIR)
+    blurred = {name: torch.from_numpy(unsharp_mask(tile.numpy(), 9, 0.0)) for name, tile in zip(pool.names, pool.s2)}
+    choice = cv.choose_unsharp(pool, blurred)
+    identity, *candidates = choice["table"]
+    assert (identity["size"], identity["gain"]) == (1, 1.0)
+    assert choice["gain"] > 1  # a box blur of the truth has detail to restore
+    eligible = [row for row in choice["table"] if row["psnr"] >= identity["psnr"] - cv.ROLE_PSNR_TOLERANCE]
+    best = max(eligible, key=lambda row: row["cv_score"])
+    assert (best["size"], best["gain"]) == (choice["size"], choice["gain"])
+    assert any(row not in eligible for row in candidates)  # the tolerance did rule some out
 
 
 def test_stage2_lora_8bit_and_unfreeze_options(chain, tmp_path):

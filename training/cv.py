@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 
 from gac_pipeline.data import scene_clusters
 from gac_pipeline.metrics import psnr, sar_edge_agreement, sharpness, structure_r
+from gac_pipeline.references import UNSHARP_GAINS, UNSHARP_SIZES, unsharp_mask
 from training import common
 
 HELDOUT_FILE = "heldout.safetensors"
@@ -236,6 +237,27 @@ def choose_step(pool: common.TileSet, fold_dirs: list[Path], *, allow_start: boo
     predictions = {name: stored[f"{best['step']}/{name}"] for name in pool.names}
     return Choice(step=best["step"], schedule_steps=records[0]["schedule_steps"], table=table,
                   predictions=predictions, producers=producers)
+
+
+def choose_unsharp(pool: common.TileSet, opt_v1: dict[str, torch.Tensor]) -> dict:
+    """The ``v1+unsharp`` baseline's setting, chosen by stage 2's rule on out-of-fold opt_v1.
+
+    Every box size and gain of ``references.UNSHARP_SIZES`` x ``UNSHARP_GAINS`` sharpens the
+    out-of-fold opt_v1 of every pool tile; of those within :data:`ROLE_PSNR_TOLERANCE` dB PSNR
+    of opt_v1 itself, the best CV score wins (opt_v1 unchanged, gain 1, when none is).
+
+    Returns:
+        ``{"size", "gain", "table"}``: the setting and every candidate's pooled scores.
+    """
+    opt_v1 = torch.stack([opt_v1[name] for name in pool.names])
+    table = []
+    for size, gain in [(1, 1.0), *((s, g) for s in UNSHARP_SIZES for g in UNSHARP_GAINS)]:
+        scores = tile_scores(torch.from_numpy(unsharp_mask(opt_v1.numpy(), size, gain)), pool)
+        table.append({"size": size, "gain": gain, **{k: common.finite_mean(v) for k, v in scores.items()},
+                      "cv_score": cv_score(scores)})
+    eligible = [row for row in table if row["psnr"] >= table[0]["psnr"] - ROLE_PSNR_TOLERANCE]
+    best = max(eligible, key=lambda row: row["cv_score"])
+    return {"size": best["size"], "gain": best["gain"], "table": table}
 
 
 def _recorded(fold_dirs: list[Path]) -> dict[str, torch.Tensor]:

@@ -27,7 +27,9 @@ work folder (``<work-dir>/<stage>/fold<k>_train/``, ``final_train/``).
 
 The control gets the chain's step budget (the three stages' ``max_steps`` added up) and may
 not have more parameters than the chain. The pipeline is written to ``--out`` with
-``references/`` (mean and linear baselines fitted on the same tiles, and the control) and
+``references/`` (mean and linear baselines fitted on the same tiles, the control, and the
+unsharp-mask setting of the ``v1+unsharp`` baseline, chosen on the out-of-fold opt_v1 by stage 2's
+rule: ``training.cv.choose_unsharp``) and
 ``training.json`` (folds, every step's cross-validated scores, choices, timings). Cloudy tiles
 are left out of training (a cloudy target teaches SAR -> cloud, which SAR cannot see); the
 manifests say so. The test split is never read. Intermediate folders go to ``--work-dir``.
@@ -167,6 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
                                        control_timings, allow_start=False)
         stage1 = cross_validate_and_fit("stage1", train_stage1, [], chain_timings, allow_start=False)
         store("opt_v1", choices["stage1"])
+        unsharp = cv.choose_unsharp(pool, choices["stage1"].predictions)  # stage 2's yardstick
         stage2 = cross_validate_and_fit("stage2", train_stage2, ["--opt-v1", str(work / "cv"), "--init-from",
                                                                  str(stage1)], chain_timings, allow_start=True,
                                         psnr_tolerance=cv.ROLE_PSNR_TOLERANCE)
@@ -195,6 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     references = References.fit(pool.s1, pool.s2, source=f"{args.data.name} train + validation splits, {len(pool)} "
                                                          "clear_land tiles")
     references.control = control_model
+    references.unsharp = {"size": unsharp["size"], "gain": unsharp["gain"]}
     references.save(out)
     chain_seconds, control_seconds = sum(chain_timings.values()), sum(control_timings.values())
     wall_seconds = time.perf_counter() - started
@@ -203,6 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
               "folds": [[pool.names[i] for i in fold] for fold in folds], "cv_score": cv.CV_SCORE_TEXT,
               "chosen_steps": {name: choices[name].step for name in STAGES},
               "cross_validation": {name: choices[name].table for name in STAGES},
+              "unsharp_baseline": unsharp,
               "seconds": {**chain_timings, **control_timings}, "chain_seconds": round(chain_seconds, 1),
               "jobs": args.jobs, "wall_seconds": round(wall_seconds, 1), "chain_parameters": chain_parameters,
               "control_parameters": control_parameters, "control_max_steps": budget, "machine": machine_record()}
