@@ -65,6 +65,9 @@ class Stage1Config(_JsonConfig):
     decoder_width: int = 32
     decoder_blocks: int = 2
     decoder_stride: int = 1  # 2: the decoder's blocks at half resolution (GAC-mini; see heads.PixelDecoder)
+    # > 0 (regress mode): a small UNet on the SAR pixels (the control's architecture, 3 levels, this
+    # width) beside the token decoder, outputs added; it starts at zero. 0: no branch.
+    unet_branch_width: int = 0
     timesteps: int = 10
     lora_rank: int = 0  # LoRA on attention; only meaningful on a pretrained encoder
     lora_alpha: int = 16

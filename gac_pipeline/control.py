@@ -75,7 +75,13 @@ class UNetControl(nn.Module):
             raise ValueError(f"UNetControl needs H and W that are multiples of {multiple}, got {height}x{width} "
                              "(pad with gac_pipeline.tiling.pad_to_multiple)")
         std = self.config.standardization
-        x = std.s1(s1_db)
+        return std.s2_to_dn(self.standardised(std.s1(s1_db)))
+
+    def standardised(self, x: torch.Tensor) -> torch.Tensor:
+        """The UNet itself: standardised SAR (B, 2, H, W) -> standardised S2L2A (B, 12, H, W).
+
+        Also stage 1's optional UNet branch (``Stage1Config.unet_branch_width``).
+        """
         skips = []
         for level, encoder in enumerate(self.encoders):
             if level:
@@ -85,7 +91,7 @@ class UNetControl(nn.Module):
         for decoder, skip in zip(self.decoders, reversed(skips[:-1])):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = decoder(torch.cat([x, skip], dim=1))
-        return std.s2_to_dn(self.out(x))
+        return self.out(x)
 
     def save(self, directory: str | Path) -> list[Path]:
         """Write ``config.json`` and ``model.safetensors``; returns the files written."""

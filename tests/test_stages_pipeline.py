@@ -1,5 +1,6 @@
 """Stages and the pipeline on tiny random-init models of the real architectures."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -30,6 +31,23 @@ def test_stage1_regress_shape_and_gradient():
     assert out.shape == (1, 12, 64, 96)
     out.mean().backward()  # regress mode is differentiable end to end
     assert s1.grad is not None and torch.isfinite(s1.grad).all()
+
+
+def test_stage1_unet_branch_starts_at_zero_learns_and_round_trips(tmp_path):
+    with_branch = Stage1TerraMind.build(dataclasses.replace(tiny_configs()[0], unet_branch_width=4))
+    torch.nn.init.normal_(with_branch.decoder.out.weight, std=0.05)
+    plain = Stage1TerraMind.build(tiny_configs()[0])
+    assert plain.unet_branch is None and with_branch.unet_branch.config.width == 4
+    plain.load_state_dict({k: v for k, v in with_branch.state_dict().items() if not k.startswith("unet_branch.")})
+    s1 = _s1(32, 48)
+    assert torch.equal(with_branch(s1), plain(s1))  # zero output layer: the start is the decoder alone
+    with_branch(s1).mean().backward()
+    assert with_branch.unet_branch.out.weight.grad.abs().sum() > 0  # and it trains
+    torch.nn.init.normal_(with_branch.unet_branch.out.weight, std=0.05)
+    assert not torch.equal(with_branch(s1), plain(s1))
+    with_branch.save(tmp_path)
+    loaded = Stage1TerraMind.load(tmp_path)
+    assert torch.equal(loaded(s1), with_branch(s1))
 
 
 def test_untrained_regress_head_predicts_the_standardization_mean():
@@ -383,6 +401,7 @@ def test_decoder_reordered_at_inference_equals_the_training_order(monkeypatch, s
 def test_stage_configs_without_a_decoder_stride_load_full_resolution_decoders():
     config = Stage1Config.from_dict({"mode": "regress"})  # written before decoder_stride existed
     assert config.decoder_stride == 1 and Stage1TerraMind.build(config).decoder.detail is None
+    assert config.unet_branch_width == 0 and Stage1TerraMind.build(config).unet_branch is None  # nor a UNet branch
 
 
 def test_windows_in_batches_and_side_by_side_give_the_same_scene(tiny_pipeline):
