@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--out {out}: exists and is not a pipeline folder; refusing to replace it")
     torch.set_num_threads(args.threads)  # this process's own work: step choices, references
     work, configs = args.work_dir, args.configs
-    smoke = SMOKE_ARGS if args.smoke else []
+    # The schedule too: a YAML's longer one (stage 1's) would leave every smoke step inside its warm-up.
+    smoke = [*SMOKE_ARGS, "--schedule-steps", "2"] if args.smoke else []
     shared = ["--data", str(args.data), "--seed", str(args.seed), "--folds", str(args.folds)]
     pool = common.load_pool(args.data)
     left_out = sorted(p.name for p in list_pairs(args.data) if p.split in common.TRAINING_SPLITS and not p.clear_land)
