@@ -94,6 +94,9 @@ class Stage2Config(_JsonConfig):
     head_blocks: int = 2
     head_stride: int = 1  # 2: the head's blocks at half resolution (GAC-mini; see heads.PixelDecoder)
     cond_dim: int = 16
+    # The head's full-resolution path also reads the SAR (VV, VH): where edges sit is in the SAR,
+    # not in the blurred opt_v1. Off in GAC-mini (README, "Tried and not kept").
+    sar_input: bool = False
     # Month (1..12) and biome indices the embeddings were trained on; others map to 0, "unknown"
     # (trained through conditioning dropout). None: not recorded (older checkpoints), no mapping.
     seen_months: list[int] | None = None

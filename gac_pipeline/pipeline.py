@@ -127,7 +127,7 @@ class GACPipeline(nn.Module):
         biome = biome if isinstance(biome, torch.Tensor | int | np.integer) else biome_index(biome)
         month, biome = (torch.as_tensor(value, device=s1_db.device).expand(len(s1_db)) for value in (month, biome))
         opt_v1 = self.stage1(s1_db, seed=seed)
-        opt_v2 = self.stage2(opt_v1, month=month, biome=biome) if "2" in stages else opt_v1
+        opt_v2 = self.stage2(opt_v1, s1_db=s1_db, month=month, biome=biome) if "2" in stages else opt_v1
         opt_v3 = self.stage3(s1_db, opt_v2, seed=seed) if "3" in stages else opt_v2
         return {"opt_v1": opt_v1, "opt_v2": opt_v2, "opt_v3": opt_v3}
 

@@ -76,6 +76,21 @@ def test_stage2_residual_conditioning_and_lora_count():
     assert frozen_base == []
 
 
+def test_stage2_sar_input_reads_the_sar_and_needs_it():
+    _, c2, _ = tiny_configs()
+    c2.sar_input = True
+    stage = Stage2Prithvi.build(c2)
+    torch.nn.init.normal_(stage.head.out.weight, std=0.05)
+    opt_v1 = torch.rand(1, 12, 32, 32) * 3000
+    a, b = stage(opt_v1, s1_db=_s1(32, 32, seed=0)), stage(opt_v1, s1_db=_s1(32, 32, seed=1))
+    assert not torch.allclose(a, b)  # the SAR reaches the output
+    with pytest.raises(ValueError, match="reads the SAR"):
+        stage(opt_v1)
+    pipeline = build_tiny_pipeline()
+    pipeline.stage2 = stage
+    assert pipeline.translate(_s1(32, 32)[0].numpy()).opt_v2.shape == (12, 32, 32)  # the pipeline passes it
+
+
 def test_unseen_month_and_biome_act_as_unknown_and_say_so():
     _, c2, _ = tiny_configs()
     c2.seen_months, c2.seen_biomes = [0, 6], [0, 4]

@@ -71,7 +71,8 @@ def predictor(args: argparse.Namespace, device: str):
     def predict(s1: torch.Tensor, month: torch.Tensor, biome: torch.Tensor) -> torch.Tensor:
         opt = common.predict_tiles(lambda x: stage1(x, seed=args.seed), s1, batch_size=args.batch_size, device=device)
         if args.through == 2:
-            opt = common.predict_tiles(stage2, opt, batch_size=args.batch_size, device=device, month=month, biome=biome)
+            opt = common.predict_tiles(lambda opt_v1, s1_db, **kw: stage2(opt_v1, s1_db=s1_db, **kw), opt, s1,
+                                       batch_size=args.batch_size, device=device, month=month, biome=biome)
         return opt
 
     return predict

@@ -118,7 +118,7 @@ def make_loss(args: argparse.Namespace, std):
         if not args.no_conditioning:
             month = drop_conditioning(batch["month"], batch["uniform"][:, 0], args.cond_dropout)
             biome = drop_conditioning(batch["biome"], batch["uniform"][:, 1], args.cond_dropout)
-        pred, target = model(batch["opt_v1"], month=month, biome=biome), batch["s2"]
+        pred, target = model(batch["opt_v1"], s1_db=batch["s1"], month=month, biome=biome), batch["s2"]
         loss = args.l1_weight * losses.l1(pred, target, std)
         for weight, term in ((args.l2_weight, lambda: losses.l2(pred, target, std)),
                              (args.fft_weight, lambda: losses.fourier_amplitude_l1(pred, target, std)),
@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     def predict(tiles):
         kwargs = {} if args.no_conditioning else {"month": tiles.month, "biome": tiles.biome}
-        return common.predict_tiles(stage, tiles.extras["opt_v1"], device=run.device, **kwargs)
+        return common.predict_tiles(lambda opt_v1, s1, **kw: stage(opt_v1, s1_db=s1, **kw), tiles.extras["opt_v1"],
+                                    tiles.s1, device=run.device, **kwargs)
 
     recorder = cv.recorder_for(held_out, predict, args)
     result = loop.fit(stage, loss_fn=make_loss(args, stage.config.standardization), tiles=train, evaluate=recorder,

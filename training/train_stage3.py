@@ -110,7 +110,8 @@ def make_loss(args: argparse.Namespace, stage: Stage3Grounding):
 def with_opt_v2(tiles: common.TileSet, stage2, device) -> common.TileSet:
     """Add stage 2's output on the stored opt_v1 (what stage 3 sees at test time)."""
     stage2.eval().to(device)
-    opt_v2 = common.predict_tiles(stage2, tiles.extras["opt_v1"], device=device, month=tiles.month, biome=tiles.biome)
+    opt_v2 = common.predict_tiles(lambda opt_v1, s1, **kw: stage2(opt_v1, s1_db=s1, **kw), tiles.extras["opt_v1"],
+                                  tiles.s1, device=device, month=tiles.month, biome=tiles.biome)
     return tiles.with_extra("opt_v2", opt_v2)
 
 

@@ -2,7 +2,8 @@
 
 Prithvi sees the six HLS bands of opt_v1 (B02, B03, B04, B8A, B11, B12, with Prithvi's own
 statistics); LoRA adapts its attention; a ConvNeXt head with a full-resolution path from all 12
-bands of opt_v1 predicts a residual for all 12 bands. Month and biome enter through FiLM
+bands of opt_v1 (and, with ``config.sar_input``, from the SAR's VV and VH: where edges sit is in
+the SAR, not in the blurred opt_v1) predicts a residual for all 12 bands. Month and biome enter through FiLM
 (learned embeddings; index 0 means "unknown", so both are optional at call time). Values the
 embeddings never saw in training (``config.seen_months``/``seen_biomes``) are mapped to "unknown",
 which training reaches through conditioning dropout, so an untrained embedding row never acts.
@@ -114,7 +115,7 @@ class Stage2Prithvi(Stage):
     @classmethod
     def build(cls, config: Stage2Config) -> Stage2Prithvi:
         prithvi = build_prithvi(config)
-        head = PixelDecoder(prithvi.embed_dim, pixel_channels=12, width=config.head_width,
+        head = PixelDecoder(prithvi.embed_dim, pixel_channels=14 if config.sar_input else 12, width=config.head_width,
                             blocks=config.head_blocks, cond_dim=config.cond_dim, stride=config.head_stride)
         stage = cls(config, prithvi, head, MonthBiomeEmbedding(config.cond_dim))
         if config.lora_rank > 0:
@@ -160,12 +161,14 @@ class Stage2Prithvi(Stage):
         known = torch.isin(values, torch.tensor(seen, dtype=values.dtype, device=values.device))
         return torch.where(known, values, torch.zeros_like(values))
 
-    def forward(self, opt_v1: torch.Tensor, *, month: torch.Tensor | None = None,
-                biome: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, opt_v1: torch.Tensor, *, s1_db: torch.Tensor | None = None,
+                month: torch.Tensor | None = None, biome: torch.Tensor | None = None) -> torch.Tensor:
         """Refine opt_v1.
 
         Args:
             opt_v1: (B, 12, H, W) stage-1 output in S2L2A DN; H, W multiples of 16.
+            s1_db: (B, 2, H, W) the SAR (VV, VH in dB) on the same grid; read only with
+                ``config.sar_input``, which needs it.
             month: (B,) long, 1..12, or 0/None for unknown.
             biome: (B,) long index into ``data.BIOMES``, or 0/None for unknown.
 
@@ -180,5 +183,10 @@ class Stage2Prithvi(Stage):
         cond = self.conditioning(month, biome)
         tokens = self.prithvi(std.hls(opt_v1))[-1]  # last layer: (B, 1 + N, D) with a CLS token
         grid = tokens[:, 1:].transpose(1, 2).reshape(batch, -1, height // 16, width // 16)
-        residual = self.head(grid, std.s2(opt_v1), cond)
+        pixels = std.s2(opt_v1)
+        if self.config.sar_input:
+            if s1_db is None:
+                raise ValueError("this stage 2 reads the SAR (sar_input): pass s1_db")
+            pixels = torch.cat([pixels, std.s1(s1_db)], dim=1)
+        residual = self.head(grid, pixels, cond)
         return opt_v1 + std.s2_residual_to_dn(residual)
