@@ -117,6 +117,17 @@ def test_gradient_energy_match_is_per_band():
     assert losses.gradient_energy_match(recoloured, target).item() > 5.0
 
 
+def test_structure_loss_is_blind_to_contrast_not_to_layout():
+    from training import losses
+
+    torch.manual_seed(0)
+    target = 1000 + 300 * torch.rand(2, 12, 32, 32)
+    assert losses.structure_loss(target, target).item() == pytest.approx(0.0, abs=1e-5)
+    faint = target.mean() + 0.01 * (target - target.mean())  # the layout at 1% of the contrast
+    assert losses.structure_loss(faint, target).item() == pytest.approx(0.0, abs=1e-4)
+    assert losses.structure_loss(torch.flip(target, dims=(-1,)), target).item() > 0.8
+
+
 def test_adversarial_step_trains_the_critic_and_returns_the_generator_term():
     from training import losses
 

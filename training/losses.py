@@ -9,6 +9,8 @@ Each term is small and named after what it asks of the prediction:
 - ``fourier_amplitude_l1``: L1 between the Fourier amplitude spectra of prediction and target,
   per band: asks for the right amount of texture at each scale without asking where it sits,
   so it does not reward blur;
+- ``structure_loss``: 1 - Pearson r between prediction and target luminance per sample (the
+  ``structure_r`` metric's twin): the right layout, whatever its contrast;
 - ``gradient_energy_match``: |ln| of the ratio of the prediction's gradient energy to the
   target's, band by band (the ``sharpness`` metric's twin): as much edge contrast as a real tile;
 - ``sar_edge_match_loss``: the prediction's SAR-edge agreement (``sar_edge_correlation``, the
@@ -93,6 +95,14 @@ def gradient_energy_match(pred_dn: torch.Tensor, target_dn: torch.Tensor) -> tor
         return sobel_magnitude(bands).pow(2).mean(dim=(1, 2, 3)).view(b, c)
 
     return (torch.log(energy(pred_dn) + 1e-8) - torch.log(energy(target_dn) + 1e-8)).abs().mean()
+
+
+def structure_loss(pred_dn: torch.Tensor, target_dn: torch.Tensor) -> torch.Tensor:
+    """1 - mean over samples of the Pearson r between prediction and target luminance."""
+    pred, target = luminance(pred_dn).flatten(1), luminance(target_dn).flatten(1)
+    pred, target = pred - pred.mean(dim=1, keepdim=True), target - target.mean(dim=1, keepdim=True)
+    r = (pred * target).sum(1) / (pred.norm(dim=1) * target.norm(dim=1) + 1e-8)
+    return 1.0 - r.mean()
 
 
 def luminance(dn: torch.Tensor) -> torch.Tensor:

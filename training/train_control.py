@@ -32,6 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fft-weight", type=float, default=0.0, help="weight of the Fourier-amplitude L1")
     parser.add_argument("--sharpness-weight", type=float, default=0.0,
                         help="weight of the gradient-energy match (|ln| of the sharpness ratio)")
+    parser.add_argument("--structure-weight", type=float, default=0.0,
+                        help="weight of 1 - Pearson r of luminance against the real tile (as stage 2's)")
     return loop.parse_with_config(parser, argv, "control")
 
 
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
                              (args.sam_weight, lambda: losses.spectral_angle(pred, target)),
                              (args.grad_weight, lambda: losses.gradient_l1(pred, target)),
                              (args.fft_weight, lambda: losses.fourier_amplitude_l1(pred, target, std)),
-                             (args.sharpness_weight, lambda: losses.gradient_energy_match(pred, target))):
+                             (args.sharpness_weight, lambda: losses.gradient_energy_match(pred, target)),
+                             (args.structure_weight, lambda: losses.structure_loss(pred, target))):
             if weight:
                 loss = loss + weight * term()
         return loss

@@ -10,7 +10,8 @@ stored stage-1 outputs (``--opt-v1``: out-of-fold for every training tile, writt
 ``train_mini``'s cross-validation or ``training.precompute_stage1``); the target is the real
 tile. Loss: ``--l1-weight`` x L1 (+ ``--l2-weight`` x L2) in standardized units +
 ``--fft-weight`` x L1 between Fourier amplitude spectra (texture at the right scales, wherever it
-sits) + ``--sharpness-weight`` x the band-wise gradient-energy match + ``--adv-weight`` x a PatchGAN
+sits) + ``--sharpness-weight`` x the band-wise gradient-energy match + ``--structure-weight`` x
+(1 - Pearson r of luminance against the real tile: the sharper picture keeps the layout) + ``--adv-weight`` x a PatchGAN
 critic's hinge term (the critic, ``losses.PatchDiscriminator``, takes one step per batch beside the
 stage; it is not saved) + ``--ssim-weight`` x (1 - SSIM) + ``--sam-weight`` x spectral angle (+ ``--lpips-weight``
 x LPIPS, only where its weights exist locally). The head's output starts at zero, so step 0 is
@@ -65,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fft-weight", type=float, default=0.0, help="weight of the Fourier-amplitude L1")
     parser.add_argument("--sharpness-weight", type=float, default=0.0,
                         help="weight of the gradient-energy match (|ln| of the sharpness ratio)")
+    parser.add_argument("--structure-weight", type=float, default=0.0,
+                        help="weight of 1 - Pearson r of luminance against the real tile (structure_r's twin)")
     parser.add_argument("--adv-weight", type=float, default=0.0,
                         help="weight of a PatchGAN critic's hinge term (the critic trains beside the stage)")
     parser.add_argument("--l1-weight", type=float, default=1.0)
@@ -123,6 +126,7 @@ def make_loss(args: argparse.Namespace, std):
         for weight, term in ((args.l2_weight, lambda: losses.l2(pred, target, std)),
                              (args.fft_weight, lambda: losses.fourier_amplitude_l1(pred, target, std)),
                              (args.sharpness_weight, lambda: losses.gradient_energy_match(pred, target)),
+                             (args.structure_weight, lambda: losses.structure_loss(pred, target)),
                              (args.ssim_weight, lambda: losses.ssim_loss(pred, target)),
                              (args.sam_weight, lambda: losses.spectral_angle(pred, target)),
                              (args.lpips_weight, lambda: losses.lpips_loss(pred, target))):
@@ -191,6 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
         terms = " + ".join(name for name, weight in (("L1", args.l1_weight), ("L2", args.l2_weight),
                                                      ("Fourier amplitude", args.fft_weight),
                                                      ("gradient-energy match", args.sharpness_weight),
+                                                     ("luminance correlation", args.structure_weight),
                                                      ("PatchGAN critic", args.adv_weight),
                                                      ("SSIM", args.ssim_weight),
                                                      ("spectral angle", args.sam_weight), ("LPIPS", args.lpips_weight))
