@@ -9,8 +9,8 @@ Files (see ``eval/ablation.py``): ``summary.csv`` (per tile subset and variant: 
 scene-cluster bootstrap interval per metric, ``n`` = 0 and a ``note`` for a variant that could
 not run), ``per_tile.csv`` (one row per variant and tile), ``paired.csv`` (per subset, the
 mean per-tile difference between two variants with its interval) and ``meta.json`` (what was
-evaluated). The subsets are ``clear`` (``clear_land`` tiles: the headline), ``cloudy`` and
-``all``. Results written before subsets, the structure metrics or ``paired.csv`` existed still
+evaluated). The subsets are ``clear`` (``clear_land`` tiles: the headline), ``cloudy`` (the others: cloud, snow
+or open water; named for the usual cause) and ``all``. Results written before subsets, the structure metrics or ``paired.csv`` existed still
 load: their rows count as subset ``all``, absent metrics show as n/a and the paired table is
 empty with a note.
 """
@@ -44,7 +44,7 @@ GROUPS = {"baseline / control": "#9e9e9e", "GAC stages": "#3b6fb6"}
 CEILING_COLOUR = "#2e8b57"
 
 # Tile subsets: value -> label; the first with tiles is the headline.
-SUBSETS = {"clear": "clear tiles (clear_land; headline)", "cloudy": "cloudy tiles", "all": "all tiles"}
+SUBSETS = {"clear": "clear tiles (clear_land; headline)", "cloudy": "other tiles (cloud, snow or open water)", "all": "all tiles"}
 LEGACY_SUBSET = "all"  # what the rows of results without a subset column are
 
 # Summary metric -> (label, which direction is better, digits shown). SAR-edge is best close to the

@@ -442,7 +442,7 @@ def _evaluation_tab(results_dir: str | Path) -> None:
     about = gr.Markdown(view.markdown, elem_id="evaluation-about")
     with gr.Column(visible=view.table is not None) as results_column:
         subset = gr.Radio([(evaluation.SUBSETS.get(name, name), name) for name in view.subsets], value=view.subset,
-                          label="Tiles", info="clear tiles are the headline; cloudy tiles are reported apart",
+                          label="Tiles", info="clear tiles are the headline; tiles with cloud, snow or open water are reported apart",
                           visible=bool(view.subsets), elem_id="evaluation-subset")
         table = gr.Dataframe(view.table, label="Ablation: mean [95% interval, bootstrap over scene clusters] over "
                              "tiles; baselines and control first, then the stage subsets", interactive=False,

@@ -45,7 +45,7 @@ def _difference(row: pd.Series) -> str:
 PRINTED = (("psnr", "PSNR dB", 2), ("ssim", "SSIM", 3), ("sam_deg", "SAM deg", 2),
            ("structure_r", "structure_r", 3), ("sharpness", "sharpness", 2), ("sar_edge", "SAR-edge", 3),
            ("sar_edge_gap", "|SAR-edge - real|", 3), ("uncertainty_spearman", "uncertainty-error r_s", 3))
-SUBSET_TITLES = {"clear": "clear tiles (clear_land; the headline)", "cloudy": "cloudy tiles (not clear_land)",
+SUBSET_TITLES = {"clear": "clear tiles (clear_land; the headline)", "cloudy": "other tiles (not clear_land: cloud, snow or open water)",
                  "all": "all tiles"}
 
 

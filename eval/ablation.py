@@ -1,7 +1,7 @@
 """The ablation: what each stage adds, against baselines and a one-network control.
 
-Every evaluation pair (the test split, or every pair of a folder without splits; cloudy pairs
-included, flagged by ``clear_land``) is scored for each variant in ``VARIANTS``:
+Every evaluation pair (the test split, or every pair of a folder without splits; pairs with cloud,
+snow or open water included, flagged by ``clear_land``) is scored for each variant in ``VARIANTS``:
 
 - ``mean_baseline``, ``linear_baseline``, ``unet_control``: from the ``References`` stored with
   the preset (fitted on its training split); a preset without them keeps these rows with
@@ -29,7 +29,8 @@ opt_v2 maps of that run (the same images those variants score), the v1+v2+v3 row
 map; other rows have none.
 
 Statistics (``summary.csv``, ``paired.csv``) are given separately for three subsets of tiles:
-``clear`` (``clear_land`` true: the headline), ``cloudy`` (``clear_land`` false) and ``all``.
+``clear`` (``clear_land`` true: the headline), ``cloudy`` (``clear_land`` false: cloud, snow or
+open water) and ``all``.
 A mean is over tiles; its 95% interval is a percentile bootstrap over *scene clusters*, not
 tiles: neighbouring patches share fields, lakes and clouds, so they are not independent
 evidence. Each resample draws clusters with replacement and the statistic is the mean over

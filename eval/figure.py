@@ -124,7 +124,7 @@ def render_grid(out: str | Path, data_dir: str | Path | None = None, preset: str
             captions.append(f"PSNR {_number(psnr(prediction, target))} · r {_number(structure_r(prediction, target))}"
                             f" · sharp {_number(sharpness(prediction, target))}")
         panels.append(rgb_composite(target))
-        captions.append("clear_land" if info.clear_land else "cloudy" if info.clear_land is False else "")
+        captions.append("clear_land" if info.clear_land else "not clear_land" if info.clear_land is False else "")
         title = f"{info.name} · scene cluster {clusters[info.name]}"
         rows.append((title, [_upscale(panel, scale) for panel in panels], captions))
     out = Path(out)

@@ -103,8 +103,8 @@ def load_split(root: str | Path, split: str, *, clear_only: bool = True) -> Tile
     Args:
         root: Dataset folder with pair folders and an ``index.csv`` giving the splits.
         split: "train" or "validation" ("val" accepted). "test" is refused.
-        clear_only: Keep only pairs the index marks ``clear_land`` (no cloud/snow); a cloudy
-            target teaches SAR -> cloud, which SAR cannot see.
+        clear_only: Keep only pairs the index marks ``clear_land`` (no cloud, snow or open water); a
+            cloudy target teaches SAR -> cloud, which SAR cannot see.
 
     Returns:
         The split as a :class:`TileSet`.
