@@ -214,3 +214,30 @@ def test_fold_chains_take_each_stage_from_its_own_fold_run(tmp_path):
         for stage in ("stage1", "stage2", "stage3"):
             assert torch.equal(weights(getattr(chain, stage)), weights(getattr(saved[fold, stage], stage)))
         assert not torch.equal(weights(chain.stage1), weights(saved[fold, "stage3"].stage1))
+
+
+def test_the_yardsticks_on_hand_made_outputs():
+    """An output flat at the real tile's median: its error is the real tile's deviation, so the oracle
+    ranks it perfectly; brightness and stage change are flat there (no ranking); stage change follows
+    what stages 2 and 3 changed."""
+    from gac_pipeline.bands import METRIC_BAND_INDICES
+    from training.train_uncertainty import OUTPUT_NAMES, Residuals, reference_rows
+
+    rng = np.random.default_rng(0)
+    s2 = rng.uniform(500, 3000, (3, 12, 24, 24)).astype(np.float32)
+    flat = np.broadcast_to(np.median(s2[:, list(METRIC_BAND_INDICES)].mean(axis=1), axis=(1, 2))[:, None, None, None],
+                           s2.shape).copy()
+    s1 = np.zeros((3, 2, 24, 24), np.float32)
+    data = Residuals(torch.from_numpy(s1), torch.from_numpy(s2), {name: torch.from_numpy(flat) for name in OUTPUT_NAMES},
+                     ["a", "b", "c"])
+    rows = {row["source"]: row for row in reference_rows(data)}
+    assert set(rows) == {"brightness", "local contrast", "stage change |opt_v3 - opt_v1|",
+                         "real deviation |real - median| (oracle)"}
+    oracle = rows["real deviation |real - median| (oracle)"]
+    assert all(oracle[f"{name}_spearman"] == pytest.approx(1.0) for name in OUTPUT_NAMES)
+    assert np.isnan(rows["brightness"]["opt_v3_spearman"]) and np.isnan(rows["stage change |opt_v3 - opt_v1|"]["opt_v3_spearman"])
+    # opt_v3 = opt_v1 + the error itself where stage 3 "changed" it: the change map ranks opt_v1's error exactly
+    error = np.abs(flat[:, :1] - s2[:, list(METRIC_BAND_INDICES)].mean(axis=1, keepdims=True))
+    data.outputs["opt_v3"] = torch.from_numpy(flat + error)
+    rows = {row["source"]: row for row in reference_rows(data)}
+    assert rows["stage change |opt_v3 - opt_v1|"]["opt_v1_spearman"] == pytest.approx(1.0)

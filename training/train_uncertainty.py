@@ -25,6 +25,11 @@ averaged over the 32 pool tiles. ``SETTINGS`` is the best mean over the three ou
 ``--test`` reads the test split (the only thing here that does), after everything is fixed;
 its intervals are the ablation's cluster bootstrap (``eval.ablation.cluster_bootstrap``).
 
+Every run also scores unfitted maps as yardsticks (``YARDSTICKS``: the output's brightness and local
+contrast, what stages 2 and 3 changed, and, as an oracle that needs the real tile, the real tile's
+deviation from its median): out of fold on the pool tiles (printed, and in the record) and, with
+``--test``, on the test tiles.
+
 ``--test`` also measures an ensemble where ``--work-dir`` has the fold runs: the std over the
 preset's chain and the fold chains (``fold_chains``: each stage's fold k, at the end of its run,
 since fold runs keep only their last weights), alone and combined with the spread.
@@ -390,13 +395,28 @@ def cross_validate(data: Residuals, standardization: Standardization, grid: tupl
     return rows
 
 
+# Unfitted maps scored like the sources, as yardsticks (none is shipped), from a tile's outputs
+# {name: (12, H, W) DN}, its real tile and the output whose error is ranked. "stage change" is what
+# stages 2 and 3 changed together; "real deviation" needs the real tile, so no model can have it: it
+# shows how far the error is the scene's own departure from its median.
+YARDSTICKS = {
+    "brightness": lambda outputs, real, name: band_mean(outputs[name]),
+    "local contrast": lambda outputs, real, name: _local_contrast(outputs[name]),
+    "stage change |opt_v3 - opt_v1|": lambda outputs, real, name: np.abs(band_mean(outputs["opt_v3"])
+                                                                       - band_mean(outputs["opt_v1"])),
+    "real deviation |real - median| (oracle)": lambda outputs, real, name: np.abs(band_mean(real)
+                                                                                  - np.median(band_mean(real))),
+}
+
+
 def reference_rows(data: Residuals) -> list[dict]:
-    """Unfitted maps as a yardstick on the same tiles: the output's brightness (band_mean) and local contrast."""
+    """The yardsticks' mean Spearman per output over ``data``'s tiles (out of fold)."""
     rows = []
-    for label, make in (("brightness", lambda dn: band_mean(dn)), ("local_contrast", _local_contrast)):
+    for label, make in YARDSTICKS.items():
         row = {"source": label}
         for name in OUTPUT_NAMES:
-            maps = np.stack([make(data.outputs[name][i].numpy()) for i in range(len(data.names))])
+            maps = np.stack([make({k: v[i].numpy() for k, v in data.outputs.items()}, data.s2[i].numpy(), name)
+                             for i in range(len(data.names))])
             row[f"{name}_spearman"] = float(np.nanmean(spearman_per_tile(maps, data.outputs[name], data.s2)))
         rows.append(row)
     return rows
@@ -465,6 +485,7 @@ def test_report(head: ScaleHead, preset: str, data_dir: Path, *, folds: list | N
     dataset = PairDataset([pairs[i] for i in keep])
     sources = ("spread", "learned", "combined") + (("ensemble", "ensemble + spread") if folds else ())
     per_tile = {source: {name: [] for name in OUTPUT_NAMES} for source in sources}
+    yardstick_per_tile = {label: {name: [] for name in OUTPUT_NAMES} for label in YARDSTICKS}
     maps = {source: {name: [] for name in OUTPUT_NAMES} for source in sources}
     predictions, targets = {name: [] for name in OUTPUT_NAMES}, []
     for index in range(len(dataset)):
@@ -473,8 +494,12 @@ def test_report(head: ScaleHead, preset: str, data_dir: Path, *, folds: list | N
         members = [run_pipeline(chain, item, seed=seed) for chain in folds or ()]
         s1, target = item["s1"].numpy(), item["s2"].numpy()
         targets.append(target)
+        outputs_now = {name: getattr(out, name) for name in OUTPUT_NAMES}
         for name in OUTPUT_NAMES:
             prediction = getattr(out, name)
+            for label, make in YARDSTICKS.items():
+                yardstick_per_tile[label][name].append(error_spearman(make(outputs_now, target, name), prediction,
+                                                                      target))
             predictions[name].append(prediction)
             learned = head.std(s1, prediction, name)
             stds = {"spread": out.std[name], "learned": learned, "combined": combine(out.std[name], learned)}
@@ -501,6 +526,15 @@ def test_report(head: ScaleHead, preset: str, data_dir: Path, *, folds: list | N
                                                                  zip(predictions[name], targets, strict=True)]))),
             }
     report["paired"] = paired_gains(report, seed=seed, bootstrap=bootstrap)
+    report["yardsticks"] = {}
+    for label, values in yardstick_per_tile.items():
+        report["yardsticks"][label] = {}
+        for name in OUTPUT_NAMES:
+            estimate = cluster_bootstrap(values[name], tile_clusters, seed=seed, resamples=bootstrap)
+            gain = cluster_bootstrap(np.array(values[name]) - np.array(per_tile["spread"][name]), tile_clusters,
+                                     seed=seed, resamples=bootstrap)
+            report["yardsticks"][label][name] = {"spearman": estimate.mean, "lo": estimate.lo, "hi": estimate.hi,
+                                                 "minus_spread": {"mean": gain.mean, "lo": gain.lo, "hi": gain.hi}}
     return report
 
 
@@ -550,14 +584,18 @@ def main(argv: list[str] | None = None) -> dict:
     pool = common.load_pool(args.data)
     data = residuals(pool, out_of_fold(args.work_dir, pool, steps))
     standardization = _standardization(args.steps_from.parent)
-    record: dict = {"work_dir": str(args.work_dir), "steps": steps, "seed": args.seed}
+    record: dict = {"work_dir": str(args.work_dir), "steps": steps, "seed": args.seed,
+                    "references": reference_rows(data)}
+    for row in record["references"]:
+        print(f"out of fold, {row['source']}: " + "  ".join(f"{name} {row[f'{name}_spearman']:.3f}"
+                                                            for name in OUTPUT_NAMES), flush=True)
     if args.cv:
         grid = tuple(Settings(**{**asdict(s), "steps": SMOKE_STEPS}) for s in GRID[:1]) if args.smoke else GRID
         record_steps = (SMOKE_STEPS,) if args.smoke else RECORD_STEPS
         rows = cross_validate(data, standardization, grid, record_steps, seed=args.seed)
         best = choose(rows)
         print("chosen:", _format_row(best))
-        result = {"rows": rows, "chosen": best, "references": reference_rows(data), "steps": steps}
+        result = {"rows": rows, "chosen": best, "references": record["references"], "steps": steps}
         (args.out / CV_FILE).write_text(json.dumps(result, indent=2) + "\n")
         record["cv"] = {"chosen": best}
     settings = Settings(**{**asdict(SETTINGS), "steps": SMOKE_STEPS}) if args.smoke else SETTINGS
@@ -578,6 +616,10 @@ def main(argv: list[str] | None = None) -> dict:
         for name, entry in report["paired"].items():
             print(f"test {name} paired: " + "  ".join(f"{label} {v['mean']:+.3f} [{_fmt(v['lo'])}, {_fmt(v['hi'])}]"
                                                       for label, v in entry.items()))
+        for label, entry in report["yardsticks"].items():
+            print(f"test yardstick {label}: " + "  ".join(
+                f"{name} {v['spearman']:.3f} [{_fmt(v['lo'])}, {_fmt(v['hi'])}] - spread {v['minus_spread']['mean']:+.3f} "
+                f"[{_fmt(v['minus_spread']['lo'])}, {_fmt(v['minus_spread']['hi'])}]" for name, v in entry.items()))
     (args.out / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
     return record
 
