@@ -18,8 +18,6 @@ import sys
 from pathlib import Path
 
 SCENE_SUFFIXES = (".tif", ".tiff")
-# What a scene's folder may hold; removed before a scene is (re)done, metrics.json (the marker) first.
-OUTPUT_FILES = ("metrics.json", "opt_v1.tif", "opt_v2.tif", "opt_v3.tif", "uncertainty.tif", "preview.png")
 
 
 def expand_scenes(source: Path) -> list[Path] | None:
@@ -74,9 +72,6 @@ def run(args: argparse.Namespace, scenes: list[Path]) -> int:
 
     from gac_pipeline import cli
     from gac_pipeline.data import biome_index
-    from gac_pipeline.pipeline import _check_stages, _check_timesteps
-    from gac_pipeline.presets import load_preset
-    from gac_pipeline.references import training_gradient_energy_for_preset
 
     if args.reference is not None:
         raise ValueError("--reference takes a single scene: per-scene references are not supported for a "
@@ -91,22 +86,26 @@ def run(args: argparse.Namespace, scenes: list[Path]) -> int:
     translated, failures = 0, []
     if todo:
         # The options are checked once, before the model loads; the scenes are checked one by one.
+        from gac_pipeline.presets import load_preset  # the model libraries: only when there is work
+        from gac_pipeline.references import training_gradient_energy_for_preset
+
         if args.biome is not None:
             biome_index(args.biome)
-        _check_stages(tuple(s for s in args.stages.split(",") if s))
-        _check_timesteps(args.timesteps)
+        stages = cli.stage_list(args.stages)
+        cli.check_options(args, stages)
         device = cli.resolve_device(args.device)
         if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
             import torch
 
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
         pipeline = load_preset(args.preset, load_in_8bit=args.load_in_8bit or None).to(device)
+        cli.check_uncertainty(args, pipeline, stages)
         energy = training_gradient_energy_for_preset(args.preset)
     for scene in tqdm(todo, desc="scenes", unit="scene", disable=args.no_progress):
         folder = args.out / scene.stem
-        for name in OUTPUT_FILES:  # nothing stale from an earlier or killed run stays next to the new files
-            (folder / name).unlink(missing_ok=True)
         try:
+            for name in cli.OUTPUT_FILES:  # nothing stale from an earlier or killed run stays next to the new files
+                (folder / name).unlink(missing_ok=True)
             cli.translate(argparse.Namespace(**{**vars(args), "s1": scene, "out": folder, "no_progress": True}),
                           pipeline=pipeline, training_energy=energy)
             translated += 1

@@ -30,6 +30,9 @@ PREVIEW_GAP_PX = 4
 # mask_reason per stage (masked pixels are left out of every score).
 METRICS_SCHEMA_VERSION = 3
 
+# What a scene's output folder may hold; metrics.json, written last, marks a finished scene.
+OUTPUT_FILES = ("metrics.json", "opt_v1.tif", "opt_v2.tif", "opt_v3.tif", "uncertainty.tif", "preview.png")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gac_pipeline",
@@ -84,13 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     from gac_pipeline.io import InputError
 
     try:
+        check_out_folder(args.out)
         scenes = batch.expand_scenes(args.s1)
         if scenes is not None:
             return batch.run(args, scenes)
         if args.shard is not None:
             raise ValueError("--shard needs many scenes: give a folder or a glob")
         report = translate(args)
-    except (InputError, ValueError, FileNotFoundError, RuntimeError) as error:
+    except (InputError, ValueError, OSError, RuntimeError) as error:  # OSError: e.g. --out not writable
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps({"out": str(args.out), "pipeline": report["pipeline"], "notes": report["notes"]}, indent=2))
@@ -105,12 +109,15 @@ def translate(args: argparse.Namespace, pipeline=None, training_energy: tuple | 
 
     if args.biome is not None:
         biome_index(args.biome)  # fail fast with the list of valid names
-    stages = tuple(s for s in args.stages.split(",") if s)
+    stages = stage_list(args.stages)
     device = resolve_device(args.device)
     _check_in_memory_options(args)
     # Validate every input before any model work, so a bad reference costs nothing.
     with SarSource(args.s1, units=args.sar_units) as source:
         scorable = source.height * source.width <= MAX_SCORED_PIXELS
+    if args.reference is not None and not scorable:
+        raise ValueError(f"--reference: scenes over {MAX_SCORED_PIXELS} pixels are written but not scored; "
+                         "run without --reference")
     sar = read_s1(args.s1, units=args.sar_units, max_pixels=MAX_SCORED_PIXELS) if scorable else None
     reference = read_s2(args.reference) if args.reference is not None else None
     if reference is not None and sar is not None:
@@ -120,9 +127,16 @@ def translate(args: argparse.Namespace, pipeline=None, training_energy: tuple | 
     from gac_pipeline.presets import load_preset
     from gac_pipeline.references import training_gradient_energy_for_preset
 
+    check_options(args, stages)
     if pipeline is None:
         pipeline = load_preset(args.preset, load_in_8bit=args.load_in_8bit or None).to(device)
-    spread = _run_uncertainty(args, pipeline, stages)  # before any file is written: a bad N fails first
+    check_uncertainty(args, pipeline, stages)
+    spread = _run_uncertainty(args, pipeline, stages)
+    # The inputs and options are good: nothing from an earlier run with other options stays next to this
+    # one's files (metrics.json, the finished-scene marker, first; opt_v*.tif are replaced as they are written).
+    for name in OUTPUT_FILES:
+        if not name.startswith("opt_v"):
+            (args.out / name).unlink(missing_ok=True)
     result = pipeline.translate_file(args.s1, args.out, units=args.sar_units, month=args.month,
                                      biome=args.biome, seed=args.seed, stages=stages,
                                      progress=not args.no_progress, timesteps=args.timesteps, dtype=args.dtype)
@@ -162,6 +176,36 @@ def translate(args: argparse.Namespace, pipeline=None, training_energy: tuple | 
     partial.write_text(json.dumps(report, indent=2) + "\n")
     os.replace(partial, args.out / "metrics.json")
     return report
+
+
+def stage_list(text: str) -> tuple[str, ...]:
+    """``--stages`` as stage names: "1,3" and "1, 3" give ("1", "3")."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def check_options(args: argparse.Namespace, stages: tuple[str, ...]) -> None:
+    """``--stages`` and ``--timesteps``, checked before the model loads: ValueError."""
+    from gac_pipeline.pipeline import _check_stages, _check_timesteps
+
+    _check_stages(stages)
+    _check_timesteps(args.timesteps)
+
+
+def check_uncertainty(args: argparse.Namespace, pipeline, stages: tuple[str, ...]) -> None:
+    """``--uncertainty N`` against the loaded pipeline (at most 8 dihedral variants in regress mode): ValueError."""
+    from gac_pipeline.uncertainty import variants
+
+    if args.uncertainty:
+        variants(args.uncertainty, args.seed, generative=bool(pipeline.generators(stages)))
+
+
+def check_out_folder(out: Path) -> None:
+    """``--out`` must be a folder or not exist yet, and nothing above it may be a file: ValueError."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ValueError(f"--out {out}: {path} is a file, expected a folder")
+            return
 
 
 def resolve_device(name: str) -> str:

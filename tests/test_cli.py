@@ -125,3 +125,34 @@ def test_timesteps_reach_the_pipeline(saved_tiny_pipeline, real_pair, tmp_path, 
     for name in ("opt_v1", "opt_v2", "opt_v3"):  # regress mode ignores the steps
         with rasterio.open(tmp_path / "plain" / f"{name}.tif") as a, rasterio.open(tmp_path / "steps" / f"{name}.tif") as b:
             assert np.array_equal(a.read(), b.read(), equal_nan=True)
+
+
+def test_out_that_is_a_file_is_one_line(real_pair, tmp_path, capsys):
+    taken = tmp_path / "taken.txt"
+    taken.write_text("not a folder\n")
+    for out in (taken, taken / "sub"):
+        assert main(["translate", str(real_pair.s1_path), "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --out") and "is a file, expected a folder" in err and "\n" not in err
+
+
+def test_stages_with_spaces_and_a_rerun_leave_nothing_stale(saved_tiny_pipeline, real_pair, tmp_path):
+    common = ["translate", str(real_pair.s1_path), "--out", str(tmp_path), "--preset", str(saved_tiny_pipeline),
+              "--no-progress"]
+    assert main([*common, "--preview"]) == 0 and (tmp_path / "preview.png").is_file()
+    assert main([*common, "--stages", "1, 3"]) == 0
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert [report["stages"][name]["ran"] for name in ("opt_v1", "opt_v2", "opt_v3")] == [True, False, True]
+    assert not (tmp_path / "preview.png").exists()  # from the run before, with other options
+
+
+def test_a_reference_on_a_scene_too_large_to_score_is_refused(saved_tiny_pipeline, real_pair, tmp_path, capsys,
+                                                              monkeypatch):
+    from gac_pipeline import cli
+
+    monkeypatch.setattr(cli, "MAX_SCORED_PIXELS", 100 * 100)  # the 120-px tile is then "too large to score"
+    assert main(["translate", str(real_pair.s1_path), "--out", str(tmp_path / "out"), "--preset",
+                 str(saved_tiny_pipeline), "--reference", str(real_pair.s2_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--reference: scenes over 10000 pixels are written but not scored" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()

@@ -162,3 +162,15 @@ def test_refusals_before_any_work(saved_tiny_pipeline, tmp_path, capsys, load_co
     assert _run(scenes, out, saved_tiny_pipeline, "--stages", "2,3") == 2
     _one_line_error(capsys, "stage 1 must run")
     assert not out.exists() and load_count == []
+    taken = tmp_path / "taken"
+    taken.write_text("a file\n")
+    assert _run(scenes, taken, saved_tiny_pipeline) == 2
+    _one_line_error(capsys, "is a file, expected a folder")
+    assert load_count == []
+
+
+def test_a_bad_uncertainty_count_is_one_setup_error(saved_tiny_pipeline, tmp_path, capsys):
+    scenes, out = _scenes(tmp_path / "scenes"), tmp_path / "out"
+    assert _run(scenes, out, saved_tiny_pipeline, "--uncertainty", "9") == 2  # regress mode: 8 dihedral variants
+    _one_line_error(capsys, "8 dihedral variants, got 9")
+    assert _done(out) == set()

@@ -54,8 +54,8 @@ def check_same_grid(
         return  # no georeference to compare (e.g. BigEarthNet v1 tiles): sizes only
     # The reference's origin and far corner in SAR pixel coordinates: (0, 0) and (W, H) on the same grid.
     width, height = sar_size[1], sar_size[0]
-    origin = ~sar_transform * (ref_transform.c, ref_transform.f)
-    corner = ~sar_transform * (ref_transform * (width, height))
+    origin = ~sar_transform @ (ref_transform.c, ref_transform.f)
+    corner = ~sar_transform @ (ref_transform @ (width, height))
     offset = max(abs(origin[0]), abs(origin[1]), abs(corner[0] - width), abs(corner[1] - height))
     if offset > GRID_TOLERANCE_PX:
         raise InputError(
