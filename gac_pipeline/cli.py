@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--stages", default="1,2,3", help="stages to run, e.g. 1,3 (skipped stages pass through)")
     translate.add_argument("--month", type=int, choices=range(1, 13), metavar="1..12",
                            help="acquisition month (default: from the file's metadata or name)")
-    translate.add_argument("--biome", help="biome name (see gac_pipeline.data.BIOMES); default unknown")
+    translate.add_argument("--biome", type=str.lower,
+                           help="biome name, any case (see gac_pipeline.data.BIOMES); default unknown")
     translate.add_argument("--seed", type=int, default=0)
     translate.add_argument("--sar-units", choices=("db", "linear"),
                            help="units of the SAR values (default: from metadata, else dB)")

@@ -37,6 +37,7 @@ from gac_pipeline.bands import (
     RGB_BAND_INDICES,
     S2L2A_BANDS,
 )
+from gac_pipeline.io.common import _percent  # the readers' masked-share label: "<0.1%", not "0.0%"
 
 ArrayLike = np.ndarray | torch.Tensor
 Bands = Sequence[int] | str | None
@@ -466,7 +467,7 @@ def mask_note(valid_mask: ArrayLike) -> str | None:
     if valid.all():
         return None
     masked = int((~valid).sum())
-    return (f"scores leave out {masked} masked pixels ({masked / valid.size:.1%}: "
+    return (f"scores leave out {masked} masked pixels ({_percent(masked / valid.size)}: "
             "nodata/NaN in the SAR or the reference), they are not filled")
 
 

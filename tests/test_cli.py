@@ -140,8 +140,9 @@ def test_stages_with_spaces_and_a_rerun_leave_nothing_stale(saved_tiny_pipeline,
     common = ["translate", str(real_pair.s1_path), "--out", str(tmp_path), "--preset", str(saved_tiny_pipeline),
               "--no-progress"]
     assert main([*common, "--preview"]) == 0 and (tmp_path / "preview.png").is_file()
-    assert main([*common, "--stages", "1, 3"]) == 0
+    assert main([*common, "--stages", "1, 3", "--biome", "Alpine"]) == 0
     report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["biome"] == "alpine"
     assert [report["stages"][name]["ran"] for name in ("opt_v1", "opt_v2", "opt_v3")] == [True, False, True]
     assert not (tmp_path / "preview.png").exists()  # from the run before, with other options
 
