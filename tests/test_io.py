@@ -98,7 +98,38 @@ BAD_SAR = [
     ),
     pytest.param(bad_inputs.write_hh_hv, r"'HH', 'HV': HH/HV polarisations, the models know VV and VH only",
                  id="hh-hv"),
+    pytest.param(
+        lambda folder: bad_inputs.write_raster(folder / "zeros.tif", np.zeros((2, 32, 32), np.float32)),
+        r"zeros\.tif: every value is 0: an empty image, not SAR backscatter$", id="all-zero",
+    ),
+    pytest.param(
+        lambda folder: bad_inputs.write_raster(folder / "quicklook.tif", _eight_bit(bad_inputs.sar_db())),
+        r"quicklook\.tif: 8-bit \(uint8\) data is a display-scaled image, not calibrated SAR backscatter",
+        id="uint8",
+    ),
+    pytest.param(
+        lambda folder: bad_inputs.write_raster(folder / "db_x100.tif", _db_x100(bad_inputs.sar_db())),
+        r"db_x100\.tif: median VV is -1\d{3}\.\d dB, outside the plausible -60\.\.\+10 dB", id="db-x100-no-scale",
+    ),
 ]
+
+
+def _db_x100(db: np.ndarray) -> np.ndarray:
+    """dB stored as int16 hundredths, a common compact export."""
+    return np.round(db * 100).astype(np.int16)
+
+
+def _eight_bit(db: np.ndarray) -> np.ndarray:
+    """dB stretched -40..+11 dB to 0..255 as uint8, like a quicklook (0.2 dB steps)."""
+    return np.clip(np.round((db + 40) * 5), 0, 255).astype(np.uint8)
+
+
+def _write_scaled(path, stored: np.ndarray, scale: float = 1.0, offset: float = 0.0, **profile):
+    """A SAR GeoTIFF of ``stored`` values with GDAL band scale/offset (both bands alike)."""
+    bad_inputs.write_raster(path, stored, **profile)
+    with rasterio.open(path, "r+") as dataset:
+        dataset.scales, dataset.offsets = (scale,) * 2, (offset,) * 2
+    return path
 
 
 @pytest.mark.parametrize("write, message", BAD_SAR)
@@ -161,6 +192,54 @@ def test_linear_power_is_converted_only_when_declared(tmp_path):
     assert "converted linear power to dB (units given)" in sar.notes
     assert sar.data.dtype == np.float32 and sar.valid_mask.all()
     np.testing.assert_allclose(sar.data, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize(("dtype", "scale", "offset"), [
+    ("int16", 0.01, 0.0), ("uint16", 0.01, -50.0), ("float32", 1.0, -50.0), ("uint8", 0.2, -40.0),
+])
+def test_sar_scale_and_offset_are_applied(tmp_path, dtype, scale, offset):
+    """dB stored as (dB - offset) / scale reads like the float dB file of the same tile, with a note."""
+    db = np.round(bad_inputs.sar_db() / scale) * np.float32(scale)  # what the stored steps can hold
+    stored = np.round((db - offset) / scale).astype(dtype)
+    scaled = read_s1(_write_scaled(tmp_path / "scaled.tif", stored, scale, offset))
+    plain = read_s1(bad_inputs.write_raster(tmp_path / "plain.tif", db.astype(np.float32)))
+    np.testing.assert_allclose(scaled.data, plain.data, atol=1e-4)
+    assert scaled.valid_mask.all()
+    assert f"applied the file's scale/offset ({scale:g}, {offset:g}) to VV, VH" in scaled.notes
+    assert not any("scale/offset" in note for note in plain.notes)
+
+
+def test_sar_nodata_is_compared_before_the_scale(tmp_path):
+    stored = _db_x100(bad_inputs.sar_db())
+    stored[:, 0, :] = -32768  # the stored nodata; scaled it would be -327.68
+    sar = read_s1(_write_scaled(tmp_path / "nodata.tif", stored, 0.01, nodata=-32768))
+    assert not sar.valid_mask[0].any() and sar.valid_mask[1:].all()
+    assert -60 < sar.data.min() and sar.data.max() < 10
+    assert any("masked 32 NaN/inf/nodata pixels" in note for note in sar.notes)
+
+
+@pytest.mark.parametrize("units", [None, "db", "linear"])
+def test_all_zero_sar_is_empty_whatever_the_units(tmp_path, units):
+    path = bad_inputs.write_raster(tmp_path / "zeros.tif", np.zeros((2, 32, 32), np.float32))
+    with pytest.raises(InputError, match=r"^zeros\.tif: every value is 0: an empty image"):
+        read_s1(path, units=units)
+
+
+def test_sar_medians_outside_the_plausible_db_range_are_refused(tmp_path):
+    # Linear power 10^4 too bright (a DN-like export): about +28 dB VV once converted.
+    path = bad_inputs.write_raster(tmp_path / "bright.tif", 10 ** ((bad_inputs.sar_db() + 40) / 10))
+    with pytest.raises(InputError, match=r"^bright\.tif: median VV is \+2\d\.\d dB after converting linear power "
+                                         r"to dB, outside the plausible -60\.\.\+10 dB \(typical VV -25\.\.0 dB"):
+        read_s1(path, units="linear")
+    # The bands are checked one by one: an implausible VH alone is named.
+    data = bad_inputs.sar_db()
+    data[1] -= 50
+    with pytest.raises(InputError, match=r"^dark\.tif: median VH is -6\d\.\d dB, outside"):
+        read_s1(bad_inputs.write_raster(tmp_path / "dark.tif", data))
+    # 8-bit data with no scale is refused even when the caller says it is linear power.
+    path = bad_inputs.write_raster(tmp_path / "quicklook.tif", _eight_bit(bad_inputs.sar_db()))
+    with pytest.raises(InputError, match=r"^quicklook\.tif: 8-bit \(uint8\) data"):
+        read_s1(path, units="linear")
 
 
 def test_units_db_overrides_refusal_and_bad_units_argument(tmp_path):
@@ -448,6 +527,19 @@ def test_sar_source_windows_match_whole_read():
             source.read(100, 100, 64, 64)
 
 
+def test_sar_source_windows_of_a_scaled_file_match_whole_read(tmp_path):
+    db = bad_inputs.sar_db(96, 80, seed=3)
+    path = _write_scaled(tmp_path / "scaled.tif", _db_x100(db), 0.01, 0.0)
+    whole = read_s1(path)
+    np.testing.assert_allclose(whole.data, db, atol=0.006)  # hundredths of a dB
+    with SarSource(path, preview_size=40) as source:  # decimated preview, windowed reads
+        assert "applied the file's scale/offset (0.01, 0) to VV, VH" in source.notes
+        for row, col, h, w in [(0, 0, 64, 64), (40, 30, 56, 50), (90, 0, 6, 80)]:
+            data, valid = source.read(row, col, h, w)
+            assert valid.all()
+            np.testing.assert_array_equal(data, whole.data[:, row:row + h, col:col + w])
+
+
 def test_sar_source_fills_from_preview(tmp_path):
     path = bad_inputs.write_partly_nan(tmp_path)
     whole = read_s1(path)
@@ -485,3 +577,14 @@ def test_month_from_file_name_and_parse_month(tmp_path):
     assert read_s1(bad_inputs.write_dated(tmp_path)).month == 6
     assert parse_month("20170612.0") == 6 and parse_month(None) is None
     assert parse_month("N9999_R022_T33UUP_37_88") is None
+
+
+def test_db_values_read_as_linear_power_are_refused(tmp_path):
+    """Negative values cannot be linear power: mostly negative is dB read with the wrong units, while
+    a few negative pixels (noise-removed power dips below 0) still run."""
+    path = bad_inputs.write_raster(tmp_path / "db.tif", bad_inputs.sar_db())
+    with pytest.raises(InputError, match=r"^db\.tif: 100% of the values are negative, which linear power cannot be"):
+        read_s1(path, units="linear")
+    power = 10 ** (bad_inputs.sar_db() / 10)
+    power[:, 0, :4] = -1e-4
+    assert read_s1(bad_inputs.write_raster(tmp_path / "power.tif", power), units="linear").valid_mask.sum() == 32 * 32 - 4

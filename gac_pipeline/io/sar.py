@@ -2,7 +2,10 @@
 
 SAR units are never guessed: values are converted from linear power to dB only when the caller
 says so (``units="linear"``) or the file's metadata does. A file without units whose values
-are all non-negative is refused, because dB backscatter is mostly negative.
+are all non-negative is refused, because dB backscatter is mostly negative. The file's GDAL band
+scale/offset is applied first (int16 dB x 100 with scale 0.01 is common). Values that cannot be
+backscatter are refused rather than translated: an all-zero image, uncalibrated 8-bit data, and
+a band whose median is outside ``PLAUSIBLE_DB`` once in dB.
 
 Large scenes are streamed: :class:`SarSource` validates the header and a decimated preview,
 then serves windows. ``read_s1`` is the whole-image version built on the same code.
@@ -30,6 +33,11 @@ from gac_pipeline.io.dates import acquisition_month
 
 # Long side of the decimated read used to validate a streamed scene and pick fill values.
 PREVIEW_SIZE = 1024
+
+# Band medians (dB) outside this range are wrong units or a missing scale, not backscatter: real
+# scenes have medians of about -25..0 dB (VV) and -30..-5 dB (VH); the bundled tiles span
+# -26..-6.5 (VV) and -31.5..-14.5 (VH). A linear file taken as dB (0..1) cannot be told apart.
+PLAUSIBLE_DB = (-60.0, 10.0)
 
 
 @dataclass
@@ -84,10 +92,10 @@ class SarSource:
     """A Sentinel-1 GRD scene opened for windowed reading (VV, VH in dB).
 
     The header is validated on opening (band count, data type, size) and the values on a
-    decimated preview at most ``preview_size`` pixels on the long side (all NaN, units). The
-    preview also gives the per-band medians that fill masked pixels in every window, so a
-    large scene is never read whole. For a scene no larger than the preview, the preview is
-    the full image and is reused by :meth:`read`.
+    decimated preview at most ``preview_size`` pixels on the long side (all NaN, all 0, units,
+    band medians in dB). The preview also gives the per-band medians that fill masked pixels in
+    every window, so a large scene is never read whole. For a scene no larger than the preview,
+    the preview is the full image and is reused by :meth:`read`.
 
     Use as a context manager::
 
@@ -155,6 +163,7 @@ class SarSource:
         if dataset.crs is None:
             self.notes.append("no CRS in the file: outputs will not be georeferenced")
         self._indexes = self._band_indexes()
+        self._calibration = self._scale_offset()
         units = self._resolve_units(units)
         self._linear = units == "linear"
         self._check_values(units is None, preview_size)
@@ -180,6 +189,29 @@ class SarSource:
         if polarisations != list(S1GRD_BANDS):
             self.notes.append(f"reordered bands to VV, VH (file order {shown})")
         return [polarisations.index(band) + 1 for band in S1GRD_BANDS]
+
+    def _scale_offset(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The file's GDAL (scale, offset) per band used (VV, VH), None when they change nothing.
+
+        rasterio returns the stored values, so a file holding dB x 100 as int16 with scale 0.01
+        would otherwise be read as about -1500 dB. 8-bit data without a scale/offset is refused:
+        it is a display stretch (a quicklook), which no unit conversion turns into backscatter.
+        """
+        dataset = self._dataset
+        scales = [dataset.scales[i - 1] for i in self._indexes]
+        offsets = [dataset.offsets[i - 1] for i in self._indexes]
+        if scales == [1.0, 1.0] and offsets == [0.0, 0.0]:
+            if dataset.dtypes[0] == "uint8":
+                raise InputError(
+                    f"{self.path.name}: 8-bit (uint8) data is a display-scaled image, not calibrated "
+                    "SAR backscatter (dB or linear power); export float32 backscatter, or give the bands "
+                    "the GDAL scale/offset that calibrates them"
+                )
+            return None
+        pairs = [f"({scale:g}, {offset:g})" for scale, offset in zip(scales, offsets)]
+        bands = f"{pairs[0]} to VV, VH" if pairs[0] == pairs[1] else f"{pairs[0]} to VV, {pairs[1]} to VH"
+        self.notes.append(f"applied the file's scale/offset {bands}")
+        return np.float32(scales)[:, None, None], np.float32(offsets)[:, None, None]
 
     def _resolve_units(self, units: str | None) -> str | None:
         """Units to read the values in: the caller's, else the metadata's, else None."""
@@ -216,7 +248,15 @@ class SarSource:
             raw, outside_mask = _read_with_mask(self._dataset, self._indexes, out_shape=shape)
             self._full = None
 
-        data, invalid = self._to_db(raw, outside_mask)
+        scaled, invalid = self._calibrated(raw, outside_mask)
+        if (~invalid).any() and not scaled[~invalid].any():
+            # Checked before the units: "all non-negative, pass linear" is wrong advice here.
+            raise InputError(f"{name}: every value is 0: an empty image, not SAR backscatter")
+        if self._linear and (negative := float((scaled[~invalid] < 0).mean())) > 0.5:
+            # Noise-removed linear power can dip below 0 here and there, never mostly: these are dB.
+            raise InputError(f"{name}: {negative:.0%} of the values are negative, which linear power cannot be: "
+                             "these look like dB; read them as dB (CLI: --sar-units db)")
+        data, invalid = self._to_db(scaled, invalid)
         if units_unknown:
             # A refusal, not a guess: dB backscatter is mostly negative, linear power never is.
             values = data[~invalid]
@@ -227,6 +267,15 @@ class SarSource:
                     "(CLI: --sar-units linear) to convert"
                 )
         self._fill = _band_medians(data, invalid, S1GRD_BANDS, name)
+        low, high = PLAUSIBLE_DB
+        for band, median in zip(S1GRD_BANDS, self._fill):
+            if not low <= median <= high:
+                converted = " after converting linear power to dB" if self._linear else ""
+                raise InputError(
+                    f"{name}: median {band} is {median:+.1f} dB{converted}, outside the plausible "
+                    f"{low:g}..{high:+g} dB (typical VV -25..0 dB, VH -30..-5 dB): check the units "
+                    "(CLI: --sar-units) and the file's scale/offset"
+                )
 
         masked = invalid.any(axis=0)
         if masked.any():
@@ -244,11 +293,18 @@ class SarSource:
                     "band median"
                 )
 
-    def _to_db(self, raw: np.ndarray, outside_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Float32 dB values and the per-band invalid mask of raw pixels (``outside_mask``: where
-        the file's own mask band marks them invalid)."""
+    def _calibrated(self, raw: np.ndarray, outside_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Float32 values in the file's units (its scale/offset applied) and the per-band mask of
+        NaN/inf/nodata pixels or those outside the file's own mask band (``outside_mask``)."""
         data = raw.astype(np.float32)
-        invalid = _invalid_pixels(data, self._nodata) | outside_mask
+        invalid = _invalid_pixels(data, self._nodata) | outside_mask  # nodata is a stored value
+        if self._calibration is not None:
+            scale, offset = self._calibration
+            data = data * scale + offset
+        return data, invalid
+
+    def _to_db(self, data: np.ndarray, invalid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_calibrated`'s values in dB, with non-positive linear power also invalid."""
         if self._linear:
             invalid |= data <= 0
             data = 10.0 * np.log10(np.where(invalid, np.float32(1), data))
@@ -284,7 +340,7 @@ class SarSource:
         else:
             window = Window(col, row, width, height)
             raw, outside_mask = _read_with_mask(self._dataset, self._indexes, window=window)
-        data, invalid = self._to_db(raw, outside_mask)
+        data, invalid = self._to_db(*self._calibrated(raw, outside_mask))
         data = np.where(invalid, self._fill[:, None, None], data)
         return data, ~invalid.any(axis=0)
 
@@ -312,6 +368,7 @@ def read_s1(
         path: GeoTIFF with 2 bands, VV then VH (band descriptions "VH", "VV" are reordered).
         units: "db", "linear" (power; converted to dB) or None to read them from the
             metadata. Without units, a scene whose values are all non-negative is refused.
+            The file's GDAL band scale/offset is applied to the stored values first.
         max_pixels: largest accepted height x width, checked before reading pixels.
         min_size: smallest accepted height and width.
 
