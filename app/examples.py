@@ -114,7 +114,9 @@ def cache_key(s1_path, reference_path, preset, month, biome, seed, stages, units
     digests = (_digest(s1_path), _digest(reference_path) if reference_path else "")
     if None in digests:
         return None
-    return digests, str(preset), month, biome, seed, stages, units or None, steps, int(uncertainty or 0)
+    # The names count too: the month may come from a file's name, and the outputs' tags name the input.
+    names = (Path(s1_path).name, Path(reference_path).name if reference_path else "")
+    return digests, names, str(preset), month, biome, seed, stages, units or None, steps, int(uncertainty or 0)
 
 
 def _still_there(result: dict) -> bool:

@@ -403,8 +403,16 @@ def _translate_tab(presets: list[str], warm_examples: bool, demo: gr.Blocks) -> 
                            "error_column": error_column, "uncertainty_column": uncertainty_column}
     translate_outputs = [components[key] for key in TRANSLATE_OUTPUTS]
     drawn = [components[key] for key in DRAWN]
-    button.click(run_translate, inputs=translate_inputs, outputs=translate_outputs, api_name="translate",
-                 concurrency_id=MODELS_QUEUE)
+    redraw = [run_state, composite, slider_choice, pixel_state, show_mean]
+
+    def redraw_as_chosen(event):
+        """After a run, draw it once more with the composite, slider pair and mean option shown now: the
+        user may have changed them while it ran (the run drew with those of the click)."""
+        event.success(show_composite, inputs=redraw, outputs=[*drawn, description, change_bar, error_bar],
+                   api_visibility="private", queue=False)
+
+    redraw_as_chosen(button.click(run_translate, inputs=translate_inputs, outputs=translate_outputs,
+                                  api_name="translate", concurrency_id=MODELS_QUEUE))
 
     def pick_example(evt: gr.SelectData):
         """Fill the form with a clicked example: its SAR, its reference, month from the file, its biome."""
@@ -412,10 +420,10 @@ def _translate_tab(presets: list[str], warm_examples: bool, demo: gr.Blocks) -> 
         return str(pair.s1_path), str(pair.s2_path), 0, pair.biome
 
     # A clicked example fills the form, then runs (answered from the cache once warm).
-    gallery.select(pick_example, outputs=[s1_file, reference_file, month, biome], api_visibility="private",
-                   queue=False).then(run_translate, inputs=translate_inputs, outputs=translate_outputs,
-                                     api_visibility="private", concurrency_id=MODELS_QUEUE)
-    redraw = [run_state, composite, slider_choice, pixel_state, show_mean]
+    redraw_as_chosen(gallery.select(pick_example, outputs=[s1_file, reference_file, month, biome],
+                                    api_visibility="private", queue=False)
+                     .then(run_translate, inputs=translate_inputs, outputs=translate_outputs,
+                           api_visibility="private", concurrency_id=MODELS_QUEUE))
     composite.change(show_composite, inputs=redraw, outputs=[*drawn, description, change_bar, error_bar],
                      api_visibility="private")
     slider_choice.change(show_slider, inputs=redraw, outputs=slider, api_visibility="private")

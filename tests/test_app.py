@@ -747,3 +747,14 @@ def test_preset_choices_come_from_gac_preset_or_the_space_config(monkeypatch, tm
     assert handlers.preset_choices() == ["me/gac@abc123", "mini"]
     monkeypatch.setenv("GAC_PRESET", " mini , me/other@def , mini")
     assert handlers.preset_choices() == ["mini", "me/other@def"]
+
+
+def test_the_file_names_are_part_of_the_cache_key(real_pair, tiny_preset, tmp_path):
+    """The same bytes under another name may carry another month (read from the name) and are tagged by name."""
+    import shutil
+
+    january, august = tmp_path / "S1A_20170115_a.tif", tmp_path / "S1A_20170815_b.tif"
+    shutil.copy(real_pair.s1_path, january)
+    shutil.copy(real_pair.s1_path, august)
+    options = (tiny_preset, 0, "unknown", 0, ["1", "2", "3"], None, None)
+    assert examples.cache_key(str(january), None, *options) != examples.cache_key(str(august), None, *options)
