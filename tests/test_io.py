@@ -325,12 +325,12 @@ def test_l2a_reflectance_scale_and_baseline_note(tmp_path):
         profile, data = src.profile, src.read().astype(np.float32)
     profile.update(dtype="float32")
     path = tmp_path / "reflectance.tif"
-    with rasterio.open(path, "w", **profile) as dst:  # reflectance + 0.1 with GDAL scale 1, offset -0.1
-        dst.write(data / 10000 + 0.1)
-        dst.offsets = (-0.1,) * 12
+    with rasterio.open(path, "w", **profile) as dst:  # 2 x DN + 100 with GDAL scale 0.5, offset -50
+        dst.write(2 * data + 100)
+        dst.offsets = (-50,) * 12
         dst.scales = (0.5,) * 12
-    # scale 0.5 (>= 0.01): values stay in the file's units after scale/offset
-    np.testing.assert_allclose(read_s2(path).data, (data / 10000 + 0.1) * 0.5 - 0.1, rtol=1e-6)
+    # scale 0.5 (>= 0.01): the scaled values are taken as DN
+    np.testing.assert_allclose(read_s2(path).data, data, rtol=1e-6)
     named = _copy_s2(source, tmp_path / "S2B_MSIL2A_20230601T100559_N0509_R022_T33UUP.tif")
     assert any("processing baseline 05.09 and no offset" in note for note in read_s2(named).notes)
     assert not any("baseline" in note for note in read_s2(source).notes)  # N9999: BigEarthNet's placeholder
@@ -588,3 +588,10 @@ def test_db_values_read_as_linear_power_are_refused(tmp_path):
     power = 10 ** (bad_inputs.sar_db() / 10)
     power[:, 0, :4] = -1e-4
     assert read_s1(bad_inputs.write_raster(tmp_path / "power.tif", power), units="linear").valid_mask.sum() == 32 * 32 - 4
+
+
+def test_reflectance_saved_without_a_scale_is_refused(tmp_path):
+    path = bad_inputs.write_raster(tmp_path / "reflectance.tif", bad_inputs.s2_dn() / 10000)
+    with pytest.raises(InputError, match=r"^reflectance\.tif: every band's median is at most 1\.5: this looks "
+                                         r"like reflectance \(0\.\.1\), not digital numbers"):
+        read_s2(path)

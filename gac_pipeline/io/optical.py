@@ -18,6 +18,10 @@ from gac_pipeline.io.common import (
     _read_with_mask,
 )
 
+# Band medians all at or below this are reflectance 0..1 saved without a scale, not DN (water's B02
+# is ~100 DN and vegetation's B08 thousands).
+REFLECTANCE_LIKE_MAX = 1.5
+
 
 @dataclass
 class OpticalRaster:
@@ -97,6 +101,9 @@ def read_s2(path: str | Path, *, max_pixels: int = 64_000_000) -> OpticalRaster:
         data = data * gains[:, None, None] + shifts[:, None, None]
         notes.append(note)
     fill = _band_medians(data, invalid, S2L2A_BANDS, name)
+    if fill.max() <= REFLECTANCE_LIKE_MAX:  # no real tile is this dark in DN: it would score as near-black
+        raise InputError(f"{name}: every band's median is at most {REFLECTANCE_LIKE_MAX:g}: this looks like "
+                         "reflectance (0..1), not digital numbers (reflectance x 10000); multiply it by 10000")
     masked = invalid.any(axis=0)
     if masked.any():
         data = np.where(invalid, fill[:, None, None], data)
