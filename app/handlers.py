@@ -371,7 +371,7 @@ def _check_options(month, biome, seed, stages) -> tuple[int | None, str, int, tu
     biome = biome or "unknown"
     if biome not in BIOMES:
         raise AppError(f"unknown biome '{biome}'; choose one of {', '.join(BIOMES)}")
-    stages = tuple(sorted(str(s).strip() for s in (stages or ())))
+    stages = tuple(sorted({str(s).strip() for s in (stages or ())}))  # an API client may repeat one
     if "1" not in stages:
         raise AppError("stage 1 must run: it is the only stage that turns SAR into optical")
     unknown = sorted(set(stages) - set(STAGE_KEYS))
