@@ -409,7 +409,7 @@ def _translate_tab(presets: list[str], warm_examples: bool, demo: gr.Blocks) -> 
         """After a run, draw it once more with the composite, slider pair and mean option shown now: the
         user may have changed them while it ran (the run drew with those of the click)."""
         event.success(show_composite, inputs=redraw, outputs=[*drawn, description, change_bar, error_bar],
-                   api_visibility="private", queue=False)
+                      api_visibility="private", queue=False)
 
     redraw_as_chosen(button.click(run_translate, inputs=translate_inputs, outputs=translate_outputs,
                                   api_name="translate", concurrency_id=MODELS_QUEUE))
