@@ -595,3 +595,12 @@ def test_reflectance_saved_without_a_scale_is_refused(tmp_path):
     with pytest.raises(InputError, match=r"^reflectance\.tif: every band's median is at most 1\.5: this looks "
                                          r"like reflectance \(0\.\.1\), not digital numbers"):
         read_s2(path)
+
+
+def test_a_picture_renamed_tif_is_named_as_a_picture(tmp_path):
+    path = tmp_path / "photo.tif"
+    with rasterio.open(path, "w", driver="PNG", width=32, height=32, count=3, dtype="uint8") as dst:
+        dst.write(np.zeros((3, 32, 32), np.uint8))
+    for read in (read_s1, read_s2):
+        with pytest.raises(InputError, match=r"^photo\.tif: a PNG picture, not a GeoTIFF"):
+            read(path)

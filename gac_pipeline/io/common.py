@@ -56,8 +56,14 @@ def _read(dataset, *, masks: bool = False, **kwargs) -> np.ndarray:
         ) from error
 
 
+# Picture formats GDAL also opens: they hold display colours, never calibrated bands.
+PICTURE_DRIVERS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+
+
 def _check_header(dataset, name: str, what: str, *, max_pixels: int, min_size: int = 1) -> None:
     """Reject data types and sizes the models cannot use, before any pixel is read."""
+    if dataset.driver in PICTURE_DRIVERS:  # e.g. a PNG renamed .tif: say so, not its band count
+        raise InputError(f"{name}: a {dataset.driver} picture, not a GeoTIFF: expected {what} as a GeoTIFF")
     dtype = dataset.dtypes[0]
     if "complex" in dtype:
         raise InputError(

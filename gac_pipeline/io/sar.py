@@ -150,12 +150,12 @@ class SarSource:
         self, units: str | None, max_pixels: int, min_size: int, preview_size: int | None
     ) -> None:
         dataset, name = self._dataset, self.path.name
-        if dataset.count != 2:
-            raise InputError(f"{name}: expected 2 SAR bands (VV, VH), found {dataset.count}")
         _check_header(
             dataset, name, "SAR backscatter (dB or linear power)",
             max_pixels=max_pixels, min_size=min_size,
         )
+        if dataset.count != 2:
+            raise InputError(f"{name}: expected 2 SAR bands (VV, VH), found {dataset.count}")
         self.height, self.width = dataset.height, dataset.width
         self.profile = dict(dataset.profile)
         self.month = acquisition_month(self.path, dataset.tags())
