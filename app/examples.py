@@ -110,7 +110,8 @@ def cache_key(s1_path, reference_path, preset, month, biome, seed, stages, units
         return None
     month, biome, seed, stages = handlers._check_options(month, biome, seed, stages)
     steps, uses_generate = handlers.preset_timesteps(str(preset))
-    steps = None if uses_generate is False else (handlers._check_timesteps(timesteps) or steps)
+    chosen = handlers._check_timesteps(timesteps)  # checked even where unused, as handlers.translate does
+    steps = None if uses_generate is False else (chosen or steps)
     digests = (_digest(s1_path), _digest(reference_path) if reference_path else "")
     if None in digests:
         return None

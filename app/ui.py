@@ -62,7 +62,8 @@ DRAWN = (*panels.PANELS, "slider", "error_note", "error_column", "uncertainty_co
 TRANSLATE_OUTPUTS = ("sar", "opt_v1", "opt_v2", "opt_v3", "reference", "slider", "table", "summary", "files", "run",
                      *panels.CHANGES, *panels.ERRORS, "error_note", "warning", "spectrum", "pixel", "error_column",
                      "uncertainty", "uncertainty_column")
-NO_REFERENCE_NOTE = "Error maps need a reference: upload the real Sentinel-2 L2A tile (or pick an example)."
+NO_REFERENCE_NOTE = ("Error maps and the opt_v3 ↔ reference comparison need a reference: upload the real Sentinel-2 "
+                     "L2A tile (or pick an example).")
 
 
 def on_gpu(duration: int = 60) -> Callable[[Callable], Callable]:

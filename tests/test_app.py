@@ -758,3 +758,12 @@ def test_the_file_names_are_part_of_the_cache_key(real_pair, tiny_preset, tmp_pa
     shutil.copy(real_pair.s1_path, august)
     options = (tiny_preset, 0, "unknown", 0, ["1", "2", "3"], None, None)
     assert examples.cache_key(str(january), None, *options) != examples.cache_key(str(august), None, *options)
+
+
+def test_cache_key_refuses_bad_timesteps_even_where_unused(real_pair):
+    """The mini preset runs no diffusion, so the steps are not in the key, but a bad value is still refused,
+    as ``handlers.translate`` refuses it."""
+    options = (real_pair.s1_path, None, "mini", 0, "unknown", 0, ["1", "2", "3"], None)
+    assert examples.cache_key(*options, None) == examples.cache_key(*options, 10)
+    with pytest.raises(handlers.AppError, match="timesteps"):
+        examples.cache_key(*options, handlers.MAX_TIMESTEPS + 1)
