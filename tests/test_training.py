@@ -81,6 +81,58 @@ def test_augment_keeps_pairs_aligned():
         assert torch.equal(a[0] * 10, b[0])  # same crop, rotation and flip on both
 
 
+def test_paste_blobs_moves_sar_and_optical_together():
+    generator = common.seed_all(0)
+    size = 32
+    batch = {"s1": torch.zeros(4, 2, size, size), "s2": torch.zeros(4, 12, size, size),
+             "month": torch.arange(4), "uniform": torch.rand(4, 2)}
+    donor = {"s1": torch.ones(4, 2, size, size), "s2": torch.full((4, 12, size, size), 5.0)}
+    assert common.paste_blobs(batch, 0.0, generator, donor) is batch  # off: nothing drawn, nothing changed
+    pasted = common.paste_blobs(batch, 1.0, generator, donor)
+    sar_mask, optical_mask = pasted["s1"] == 1, pasted["s2"] == 5
+    assert torch.equal(sar_mask[:, :1].expand(-1, 12, -1, -1), optical_mask)  # the same pixels in every band
+    assert torch.equal(sar_mask[:, 0], sar_mask[:, 1])
+    covered = sar_mask[:, 0].float().mean(dim=(1, 2))
+    assert ((covered > 0.01) & (covered < 0.5)).all()  # an ellipse in every sample, never the whole crop
+    assert pasted["month"] is batch["month"] and pasted["uniform"] is batch["uniform"]
+    # without a donor, each sample takes from the next one
+    batch["s1"] = torch.arange(4.0).view(4, 1, 1, 1).expand(-1, 2, size, size)
+    shuffled = common.paste_blobs(batch, 1.0, generator)["s1"][:, 0]
+    for i in range(4):
+        assert set(shuffled[i].unique().tolist()) == {float(i), float((i + 1) % 4)}
+
+
+def test_water_donors_are_calm_water_outside_the_held_out_scenes():
+    pool = common.load_pool(DEFAULT_DATA_DIR, clear_only=False)
+    donors = common.water_donors(DEFAULT_DATA_DIR)
+    assert len(donors) >= 2
+    green, nir = donors.s2[:, 2], donors.s2[:, 7]
+    assert ((green > nir).float().mean(dim=(1, 2)) >= 0.9).all()  # open water
+    assert (donors.s1[:, 0].flatten(1).median(dim=1).values < -20).all()  # SAR-dark, not wind-roughened
+    assert len(common.calm_water(pool, max_vv_db=0.0)) > len(donors)  # wind-roughened sea is left out
+    held_out = donors.subset([0])
+    kept = common.water_donors(DEFAULT_DATA_DIR, held_out)
+    assert donors.names[0] not in kept.names and len(kept) == len(donors) - 1
+
+
+def test_paste_water_without_donors_is_refused(tmp_path):
+    land = tmp_path / "land"  # two clear land pairs and their index rows: no water to paste
+    pairs = [list_pairs(DEFAULT_DATA_DIR, split, clear_only=True)[0] for split in common.TRAINING_SPLITS]
+    with open(DEFAULT_DATA_DIR / "index.csv", newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row["pair"] in {p.name for p in pairs}]
+    for pair in pairs:
+        (land / pair.name).mkdir(parents=True)
+        for path in (pair.s1_path, pair.s2_path):
+            (land / pair.name / path.name).symlink_to(path.resolve())
+    with open(land / "index.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(ValueError, match="needs calm open-water donor tiles"):
+        train_stage1.main([*SMOKE[2:], "--data", str(land), "--out", str(tmp_path / "s1"), "--max-steps", "1",
+                           "--paste-water", "0.2"])
+
+
 def test_test_split_is_refused():
     with pytest.raises(ValueError, match="training reads only"):
         common.load_split(DEFAULT_DATA_DIR, "test")

@@ -20,7 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from gac_pipeline.data import PairDataset, list_pairs
+from gac_pipeline.bands import S2L2A_BANDS
+from gac_pipeline.data import PairDataset, list_pairs, scene_clusters
 from gac_pipeline.metrics import psnr, sar_edge_agreement, ssim
 from gac_pipeline.tiling import crop_pads, pad_to_multiple
 
@@ -216,6 +217,68 @@ def sample_batch(tiles: TileSet, batch_size: int, crop: int | None, generator: t
     # per-step generator, so a resumed run makes the same choices.
     uniform = torch.rand(batch_size, 2, generator=generator)
     return {**batch, "month": tiles.month[index], "biome": tiles.biome[index], "uniform": uniform}
+
+
+def paste_blobs(batch: dict, chance: float, generator: torch.Generator, donor: dict | None = None) -> dict:
+    """Paired copy-paste: per sample, with probability ``chance``, an ellipse of a donor crop replaces
+    the same pixels in every image of the sample (SAR, optical and extras together, so the pair stays
+    consistent).
+
+    The ellipse has a uniform centre, semi-axes of 12-37% of the crop side and a random angle. New
+    shapes and boundaries the tiles alone rarely show (a lake's shore across a field) teach the model
+    to follow the SAR's edges instead of painting the scene's average.
+
+    Args:
+        batch: From :func:`sample_batch`; image entries are (B, C, H, W).
+        chance: Probability per sample (0 leaves the batch and the generator untouched).
+        generator: Source of randomness.
+        donor: A batch of the same shape to take the ellipses from (e.g. crops of :func:`calm_water`
+            tiles); default: the batch itself, each sample taking from the next one.
+
+    Returns:
+        A new batch dict; entries that are not images (month, biome, uniform) are unchanged.
+    """
+    if not chance:
+        return batch
+    images = [key for key, value in batch.items() if value.ndim == 4]
+    size, height, width = len(batch["s1"]), *batch["s1"].shape[-2:]
+    draws = torch.rand(size, 6, generator=generator)
+    rows = torch.arange(height).view(-1, 1) + 0.5
+    cols = torch.arange(width).view(1, -1) + 0.5
+    masks = []
+    for apply, centre_y, centre_x, axis_a, axis_b, angle in draws.tolist():
+        cos, sin = np.cos(np.pi * angle), np.sin(np.pi * angle)
+        dy, dx = rows - centre_y * height, cols - centre_x * width
+        along, across = dx * cos + dy * sin, -dx * sin + dy * cos
+        a, b = min(height, width) * (0.12 + 0.25 * axis_a), min(height, width) * (0.12 + 0.25 * axis_b)
+        masks.append((apply < chance) & ((along / a) ** 2 + (across / b) ** 2 <= 1))
+    mask = torch.stack(masks).unsqueeze(1)  # (B, 1, H, W)
+    source = donor if donor is not None else {key: batch[key].roll(-1, dims=0) for key in images}
+    return {**batch, **{key: torch.where(mask, source[key], batch[key]) for key in images}}
+
+
+def calm_water(tiles: TileSet, *, min_water: float = 0.9, max_vv_db: float = -20.0) -> TileSet:
+    """The tiles that are open water (NDWI > 0 on at least ``min_water`` of the pixels) with SAR as dark
+    as calm water (VV median below ``max_vv_db``): donors for :func:`paste_blobs`.
+
+    Wind-roughened sea is bright in VV (-12..-17 dB on the bundled tiles): pasted over land it would
+    teach "bright SAR is water", the opposite of what a lake looks like.
+    """
+    green, nir = tiles.s2[:, S2L2A_BANDS.index("B03")], tiles.s2[:, S2L2A_BANDS.index("B08")]
+    water = ((green - nir) / (green + nir).clamp(min=1e-6) > 0).float().mean(dim=(1, 2))
+    vv = tiles.s1[:, 0].flatten(1).median(dim=1).values
+    return tiles.subset([i for i in range(len(tiles)) if water[i] >= min_water and vv[i] < max_vv_db])
+
+
+def water_donors(root: str | Path, held_out: TileSet | None = None) -> TileSet:
+    """The :func:`calm_water` tiles of the pool (clear_land or not), less any that share a scene
+    cluster with ``held_out`` (a fold run's held-out tiles), so no fold trains on its held-out scenes."""
+    donors = calm_water(load_pool(root, clear_only=False))
+    if held_out is None:
+        return donors
+    clusters = scene_clusters(held_out.names + donors.names)
+    held = set(clusters[: len(held_out)])
+    return donors.subset([i for i, c in enumerate(clusters[len(held_out):]) if c not in held])
 
 
 @torch.no_grad()

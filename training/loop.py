@@ -70,6 +70,12 @@ def add_loop_arguments(parser: argparse.ArgumentParser, *, max_steps: int, lr: f
     parser.add_argument("--ema", type=float, default=0.0,
                         help="decay of an exponential moving average of the weights, which is what gets "
                              "evaluated and kept (0: off; e.g. 0.98 steadies noisy small-data training)")
+    parser.add_argument("--paste-batch", type=float, default=0.0,
+                        help="paired copy-paste: chance per sample that an ellipse of another sample's SAR and "
+                             "optical is pasted in (tiles in memory only; 0: off)")
+    parser.add_argument("--paste-water", type=float, default=0.0,
+                        help="chance per sample that an ellipse of a calm open-water tile is pasted in "
+                             "(common.calm_water; 0: off)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from <work-dir>/checkpoint.pt")
     parser.add_argument("--stop-after", type=int, default=None,
@@ -182,7 +188,7 @@ LossFn = Callable[[nn.Module, dict], torch.Tensor]
 
 def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet | streaming.StreamingPairs,
         evaluate: Callable[[int], dict[str, float]] | None, args: argparse.Namespace, run: Distributed,
-        desc: str) -> FitResult:
+        desc: str, water: common.TileSet | None = None) -> FitResult:
     """Train ``model`` in place for ``--max-steps`` and leave the final weights loaded (their
     moving average with ``--ema``).
 
@@ -199,7 +205,10 @@ def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet | streaming.
         args: Options from :func:`add_loop_arguments`.
         run: From :func:`setup_distributed`.
         desc: Progress-bar label.
+        water: Donor tiles for ``--paste-water`` (:func:`common.water_donors`); needed when it is on.
     """
+    if args.paste_water and not water:
+        raise ValueError(f"{desc}: --paste-water {args.paste_water} needs calm open-water donor tiles; none given")
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters:
         raise ValueError(f"{desc}: nothing to train (no parameter requires grad)")
@@ -234,7 +243,14 @@ def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet | streaming.
 
         def next_batch(step: int, micro: int) -> dict:
             generator.manual_seed(_batch_seed(args.seed, run.rank, step, micro))
-            return common.sample_batch(tiles, args.batch_size, args.crop, generator)
+            batch = common.sample_batch(tiles, args.batch_size, args.crop, generator)
+            batch = common.paste_blobs(batch, args.paste_batch, generator)
+            if args.paste_water:
+                donor = common.sample_batch(water, args.batch_size, args.crop, generator)
+                batch = common.paste_blobs(batch, args.paste_water, generator, donor)
+            return batch
+    elif args.paste_batch or args.paste_water:
+        raise ValueError("--paste-batch and --paste-water need the tiles in memory, not streamed")
     else:
         stream = streaming.batches(tiles, batch_size=args.batch_size, workers=args.workers, rank=run.rank,
                                    world_size=run.world_size, seed=args.seed, start=state.step * args.grad_accum)

@@ -69,8 +69,10 @@ def main(argv: list[str] | None = None) -> dict:
                 loss = loss + weight * term()
         return loss
 
+    water = common.water_donors(args.data, held_out) if args.paste_water else None
     recorder = cv.recorder_for(held_out, lambda tiles: common.predict_tiles(model, tiles.s1, device=run.device), args)
-    result = loop.fit(model, loss_fn=loss_fn, tiles=train, evaluate=recorder, args=args, run=run, desc="control")
+    result = loop.fit(model, loss_fn=loss_fn, tiles=train, evaluate=recorder, args=args, run=run, desc="control",
+                      water=water)
     if run.is_main:
         if recorder is not None:
             recorder.save(args.work_dir, train.names, args)

@@ -32,7 +32,9 @@ unsharp-mask setting of the ``v1+unsharp`` baseline, chosen on the out-of-fold o
 rule: ``training.cv.choose_unsharp``) and
 ``training.json`` (folds, every step's cross-validated scores, choices, timings). Cloudy tiles
 are left out of training (a cloudy target teaches SAR -> cloud, which SAR cannot see); the
-manifests say so. The test split is never read. Intermediate folders go to ``--work-dir``.
+manifests say so. Calm open-water tiles are not trained on as tiles either, but with
+``paste_water`` in a YAML their water is pasted into training crops (``training.common.paste_blobs``);
+``training.json`` lists them under ``water_pasted_from``. The test split is never read. Intermediate folders go to ``--work-dir``.
 """
 
 from __future__ import annotations
@@ -108,6 +110,9 @@ def main(argv: list[str] | None = None) -> dict:
     shared = ["--data", str(args.data), "--seed", str(args.seed), "--folds", str(args.folds)]
     pool = common.load_pool(args.data)
     left_out = sorted(p.name for p in list_pairs(args.data) if p.split in common.TRAINING_SPLITS and not p.clear_land)
+    # Calm open-water tiles are not trained on as tiles, but stage 1 and the control paste their water in.
+    pasting = [name for name in ("stage1", "control") if _setting(args.configs / f"{name}.yaml", "paste_water")]
+    water = common.water_donors(args.data).names if pasting else []
     folds = cv.grouped_folds(pool.names, args.folds)
     chain_timings: dict[str, float] = {}
     control_timings: dict[str, float] = {}
@@ -157,7 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
         return final
 
     def store(name: str, choice: cv.Choice) -> None:
-        manifest = {**choice.producers, **dict.fromkeys(left_out, "left out of training (not clear_land)")}
+        manifest = {**choice.producers, **dict.fromkeys(left_out, "left out of training (not clear_land)"),
+                    **dict.fromkeys(water, f"not clear_land: no {name}; its calm water is pasted into "
+                                           f"{' and '.join(pasting)} training crops")}
         common.save_outputs(work / "cv", name, choice.predictions, manifest)
 
     budget = sum(_max_steps(configs / f"{name}.yaml") for name in ("stage1", "stage2", "stage3"))
@@ -191,7 +198,9 @@ def main(argv: list[str] | None = None) -> dict:
     pipeline.config.name = "GAC-mini"
     overview = (f"small TerraMind/Prithvi-architecture pipeline ({chain_parameters / 1e6:.1f} M parameters) trained "
                 f"from random init on {len(pool)} real BigEarthNet clear_land tiles (train + validation splits; "
-                f"steps chosen by {args.folds}-fold cross-validation grouped by scene)")
+                f"steps chosen by {args.folds}-fold cross-validation grouped by scene"
+                + (f"; calm water of {len(water)} sea tiles pasted into stage 1's training crops" if "stage1" in pasting
+                   else "") + ")")
     pipeline.config.description = " | ".join([overview, *pipeline.config.description.split(" | ")])
     if out.exists():
         shutil.rmtree(out)
@@ -205,6 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
     wall_seconds = time.perf_counter() - started
     record = {"command": "python -m training.train_mini " + " ".join(sys.argv[1:] if argv is None else argv),
               "seed": args.seed, "train_tiles": len(pool), "left_out": left_out,
+              "water_pasted_from": {"tiles": water, "into": pasting},
               "folds": [[pool.names[i] for i in fold] for fold in folds], "cv_score": cv.CV_SCORE_TEXT,
               "chosen_steps": {name: choices[name].step for name in STAGES},
               "cross_validation": {name: choices[name].table for name in STAGES},
@@ -267,7 +277,11 @@ def machine_record() -> dict:
 
 
 def _max_steps(path: Path) -> int:
-    return int((yaml.safe_load(path.read_text()) or {}).get("max_steps", 0))
+    return int(_setting(path, "max_steps"))
+
+
+def _setting(path: Path, key: str) -> float:
+    return (yaml.safe_load(path.read_text()) or {}).get(key, 0)
 
 
 if __name__ == "__main__":

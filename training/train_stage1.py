@@ -104,8 +104,10 @@ def main(argv: list[str] | None = None) -> dict:
             loss = loss + args.sam_weight * losses.spectral_angle(pred, target)
         return loss
 
+    water = common.water_donors(args.data, held_out) if args.paste_water else None
     recorder = cv.recorder_for(held_out, lambda tiles: common.predict_tiles(stage, tiles.s1, device=run.device), args)
-    result = loop.fit(stage, loss_fn=loss_fn, tiles=train, evaluate=recorder, args=args, run=run, desc="stage 1")
+    result = loop.fit(stage, loss_fn=loss_fn, tiles=train, evaluate=recorder, args=args, run=run, desc="stage 1",
+                      water=water)
     summary = {"steps": result.steps, "train_tiles": len(train), "held_out_tiles": len(held_out or []),
                "wall_s": result.wall_s, "out": args.out, **{f"held_out_{k}": v for k, v in result.scores.items()}}
     if run.is_main:
