@@ -32,9 +32,10 @@ unsharp-mask setting of the ``v1+unsharp`` baseline, chosen on the out-of-fold o
 rule: ``training.cv.choose_unsharp``) and
 ``training.json`` (folds, every step's cross-validated scores, choices, timings). Cloudy tiles
 are left out of training (a cloudy target teaches SAR -> cloud, which SAR cannot see); the
-manifests say so. Calm open-water tiles are not trained on as tiles either, but with
-``paste_water`` in a YAML their water is pasted into training crops (``training.common.paste_blobs``);
-``training.json`` lists them under ``water_pasted_from``. The test split is never read. Intermediate folders go to ``--work-dir``.
+manifests say so. So are the open-sea tiles, but with ``paste_water`` in a YAML the calm ones'
+water is pasted into training crops (``training.common.paste_blobs``; ``training.json`` lists
+them under ``water_pasted_from``). The test split is never read. Intermediate folders go to
+``--work-dir``.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     shared = ["--data", str(args.data), "--seed", str(args.seed), "--folds", str(args.folds)]
     pool = common.load_pool(args.data)
     left_out = sorted(p.name for p in list_pairs(args.data) if p.split in common.TRAINING_SPLITS and not p.clear_land)
-    # Calm open-water tiles are not trained on as tiles, but stage 1 and the control paste their water in.
+    # Calm open-water tiles are not trained on as tiles, but stage 1 and the control may paste their water in.
     pasting = [name for name in ("stage1", "control") if _setting(args.configs / f"{name}.yaml", "paste_water")]
     water = common.water_donors(args.data).names if pasting else []
     folds = cv.grouped_folds(pool.names, args.folds)
@@ -163,8 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     def store(name: str, choice: cv.Choice) -> None:
         manifest = {**choice.producers, **dict.fromkeys(left_out, "left out of training (not clear_land)"),
-                    **dict.fromkeys(water, f"not clear_land: no {name}; its calm water is pasted into "
-                                           f"{' and '.join(pasting)} training crops")}
+                    **dict.fromkeys(water, f"left out of training as a tile (not clear_land); its calm water is "
+                                           f"pasted into {' and '.join(pasting)} training crops")}
         common.save_outputs(work / "cv", name, choice.predictions, manifest)
 
     budget = sum(_max_steps(configs / f"{name}.yaml") for name in ("stage1", "stage2", "stage3"))

@@ -7,7 +7,8 @@ Usage::
 
 Stage 1's role is fidelity: the best SAR -> optical estimate. Loss: L1 in standardized S2 space
 + ``--ssim-weight`` x (1 - SSIM) + ``--grad-weight`` x L1 between the Sobel gradients of
-prediction and target luminance; aligned flips/rot90 and random crops; AdamW with warm-up and
+prediction and target luminance; aligned flips/rot90, random crops and, with ``--paste-batch`` /
+``--paste-water``, paired copy-paste (``common.paste_blobs``); AdamW with warm-up and
 cosine decay; weights averaged with ``--ema``. The stage starts from the mini architecture
 (seeded random init, every parameter trains) predicting the training-mean image, or from the
 YAML's ``stage1`` section.
