@@ -208,7 +208,8 @@ def fit(model: nn.Module, *, loss_fn: LossFn, tiles: common.TileSet | streaming.
         water: Donor tiles for ``--paste-water`` (:func:`common.water_donors`); needed when it is on.
     """
     if args.paste_water and not water:
-        raise ValueError(f"{desc}: --paste-water {args.paste_water} needs calm open-water donor tiles; none given")
+        raise ValueError(f"{desc}: --paste-water {args.paste_water} needs calm open-water donor tiles; none given "
+                         "(train_stage1 and train_control find them in --data)")
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters:
         raise ValueError(f"{desc}: nothing to train (no parameter requires grad)")

@@ -7,10 +7,10 @@ Usage::
 The question it answers: do three collaborating stages beat one ordinary network trained on
 the same tiles? So it gets what the chain gets: the same tiles (every clear non-test tile),
 augmentation (aligned crops, flips, 90-degree turns, stage 1's ``--paste-*`` options), the loss
-terms the stages use (L1, SSIM, spectral angle, ``--grad-weight``, ``--fft-weight``, ``--sharpness-weight``), the shared training loop, the same
-cross-validation protocol (``--folds K --fold F`` fold runs, ``training.cv``) and a step budget
-equal to the chain's (``training.train_mini`` passes it). Writes ``config.json`` +
-``model.safetensors`` to ``--out``.
+terms the stages use (L1, SSIM, spectral angle, ``--grad-weight``, ``--fft-weight``,
+``--sharpness-weight``), the shared training loop, the same cross-validation protocol
+(``--folds K --fold F`` fold runs, ``training.cv``) and a step budget equal to the chain's
+(``training.train_mini`` passes it). Writes ``config.json`` + ``model.safetensors`` to ``--out``.
 """
 
 from __future__ import annotations
