@@ -180,6 +180,19 @@ def test_structure_loss_is_blind_to_contrast_not_to_layout():
     assert losses.structure_loss(torch.flip(target, dims=(-1,)), target).item() > 0.8
 
 
+def test_scene_l1_is_blind_to_each_crops_colour_not_to_the_scene():
+    from gac_pipeline.standardization import Standardization
+    from training import losses
+
+    torch.manual_seed(0)
+    std = Standardization()
+    target = 1000 + 300 * torch.rand(2, 12, 32, 32)
+    recoloured = target + 500 * torch.randn(2, 12, 1, 1)  # each crop and band off by its own offset
+    assert losses.scene_l1(recoloured, target, std).item() == pytest.approx(0.0, abs=1e-5)
+    assert losses.l1(recoloured, target, std).item() > 0.05
+    assert losses.scene_l1(torch.flip(target, dims=(-1,)), target, std).item() > 0.05
+
+
 def test_adversarial_step_trains_the_critic_and_returns_the_generator_term():
     from training import losses
 

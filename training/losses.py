@@ -45,6 +45,16 @@ def l1(pred_dn: torch.Tensor, target_dn: torch.Tensor, std: Standardization) -> 
     return F.l1_loss(std.s2(pred_dn), std.s2(target_dn))
 
 
+def scene_l1(pred_dn: torch.Tensor, target_dn: torch.Tensor, std: Standardization) -> torch.Tensor:
+    """L1 in standardized space with each crop's per-band mean removed from both: the scene, not its colour.
+
+    A crop's colour (its band means) is mostly what the SAR, month and biome cannot tell
+    (``python -m eval.colour``); this term asks for the spatial pattern alone.
+    """
+    pred, target = std.s2(pred_dn), std.s2(target_dn)
+    return F.l1_loss(pred - pred.mean(dim=(-2, -1), keepdim=True), target - target.mean(dim=(-2, -1), keepdim=True))
+
+
 def l2(pred_dn: torch.Tensor, target_dn: torch.Tensor, std: Standardization) -> torch.Tensor:
     return F.mse_loss(std.s2(pred_dn), std.s2(target_dn))
 

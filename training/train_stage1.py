@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ssim-weight", type=float, default=0.1)
     parser.add_argument("--grad-weight", type=float, default=0.0, help="weight of an L1 on luminance gradients")
     parser.add_argument("--sam-weight", type=float, default=0.0, help="weight of the spectral angle (as the control's)")
+    parser.add_argument("--scene-weight", type=float, default=0.0,
+                        help="weight of an L1 with each crop's band means removed (losses.scene_l1)")
     return loop.parse_with_config(parser, argv, "stage1")
 
 
@@ -103,6 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
             loss = loss + args.grad_weight * losses.gradient_l1(pred, target)
         if args.sam_weight:
             loss = loss + args.sam_weight * losses.spectral_angle(pred, target)
+        if args.scene_weight:
+            loss = loss + args.scene_weight * losses.scene_l1(pred, target, std)
         return loss
 
     water = common.water_donors(args.data, held_out) if args.paste_water else None
@@ -117,7 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
         fold = f", fold {args.fold} of {args.folds} held out" if held_out else ""
         text = (f"trained on {len(train)} real {'tiles' if args.all_tiles else 'clear_land tiles'} (train + "
                 f"validation splits{fold}) for {result.steps} steps, L1 + SSIM"
-                f"{' + gradient' if args.grad_weight else ''}{' + spectral angle' if args.sam_weight else ''}")
+                f"{' + gradient' if args.grad_weight else ''}{' + spectral angle' if args.sam_weight else ''}"
+                f"{' + scene L1' if args.scene_weight else ''}")
         common.write_pipeline(args, {"1": stage.cpu()}, "1", text)
         print(f"stage 1 {text}\nwrote {args.out} ({result.wall_s:.0f} s; checkpoint and log in {args.work_dir})")
     loop.teardown_distributed()
