@@ -11,9 +11,10 @@ drawing the scene wrong. For every variant on the clear test tiles this prints:
 With ``--work-dir`` (a ``train_mini`` work folder), the same out of fold over the pool tiles, from
 its cross-validation ``opt_v1`` and ``opt_v2`` (``cv/``), and one colour that needs no oracle:
 each held-out tile's per-band offset (real mean - predicted mean) taken as the mean offset of
-the tiles its fold model trained on (``stageK/foldK_train/fold.json``) of the same biome within
+the tiles its fold model trained on (``stage1/foldK_train/fold.json``) of the same biome within
 ``--months`` months ("month and biome prior"): what the conditioning could tell about a tile's
-colour, measured without training anything.
+colour, measured without training anything. The donors' offsets are their own out-of-fold ones,
+whose fold models may have trained on the held-out tile, so if anything this flatters the prior.
 
 Means over tiles with 95% intervals resampling whole scene clusters (``eval.ablation.cluster_bootstrap``).
 
